@@ -1,0 +1,181 @@
+"""
+``costmeter.OpenAI`` & co.: subclasses of the SDK's clients that meter every billed call.
+
+Same constructor (plus costmeter's keyword options), same methods, same return types, same
+exceptions: they *are* ``openai.OpenAI`` / ``openai.AsyncOpenAI`` (and the Azure clients).
+Only ``request()`` — the SDK's single choke point — is overridden; ``copy()``/``with_options()``
+carry the metering options over to the new client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import openai
+
+from costmeter._budget import Budget
+from costmeter._meter import MeterConfig
+from costmeter._shell import request_async, request_sync
+
+__all__ = ["AsyncAzureOpenAI", "AsyncOpenAI", "AzureOpenAI", "OpenAI"]
+
+
+def _config(
+    budget: Budget | str | int | float | Decimal | None,
+    include_stream_usage: bool,
+    exact_input_tokens: bool,
+    log_content: bool,
+    deployments: Mapping[str, str] | None,
+) -> MeterConfig:
+    if budget is not None and not isinstance(budget, Budget):
+        budget = Budget(budget, name="client")
+    return MeterConfig(
+        budget=budget,
+        include_stream_usage=include_stream_usage,
+        exact_input_tokens=exact_input_tokens,
+        deployments=dict(deployments or {}),
+        log_content=log_content,
+    )
+
+
+class _Options:
+    """Keyword options every metered client accepts on top of the SDK's own."""
+
+    _costmeter: MeterConfig
+
+    def _set_meter(
+        self,
+        budget: Budget | str | int | float | Decimal | None = None,
+        include_stream_usage: bool = False,
+        exact_input_tokens: bool = False,
+        log_content: bool = False,
+        deployments: Mapping[str, str] | None = None,
+    ) -> None:
+        self._costmeter = _config(
+            budget, include_stream_usage, exact_input_tokens, log_content, deployments
+        )
+
+    @property
+    def budget(self) -> Budget | None:
+        """The client-wide cap given as ``budget=``, shared with ``with_options()`` copies."""
+        return self._costmeter.budget
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        new = super().copy(*args, **kwargs)  # type: ignore[misc]
+        new._costmeter = self._costmeter
+        return new
+
+    with_options = copy
+
+
+class OpenAI(_Options, openai.OpenAI):
+    """
+    ``openai.OpenAI``, metered.
+
+    Args:
+        budget: A client-wide cap (a `Budget` or an amount in USD) applied to every call of this
+            client and its ``with_options()`` copies.
+        include_stream_usage: For Chat streams, ask for usage and hide the extra usage-only chunk.
+        exact_input_tokens: Use the free input-token count endpoint before Responses calls.
+        log_content: Opt in to prompts and outputs in events (never logged otherwise).
+        *args, **kwargs: Everything ``openai.OpenAI`` accepts.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        budget: Budget | str | int | float | Decimal | None = None,
+        include_stream_usage: bool = False,
+        exact_input_tokens: bool = False,
+        log_content: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
+
+    def request(  # type: ignore[override]
+        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        return request_sync(
+            self._costmeter, super().request, cast_to, options, stream, stream_cls
+        )
+
+
+class AsyncOpenAI(_Options, openai.AsyncOpenAI):
+    """``openai.AsyncOpenAI``, metered; options as for `OpenAI`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        budget: Budget | str | int | float | Decimal | None = None,
+        include_stream_usage: bool = False,
+        exact_input_tokens: bool = False,
+        log_content: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
+
+    async def request(  # type: ignore[override]
+        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        return await request_async(
+            self._costmeter, super().request, cast_to, options, stream, stream_cls
+        )
+
+
+class AzureOpenAI(_Options, openai.AzureOpenAI):
+    """
+    ``openai.AzureOpenAI``, metered.
+
+    Args:
+        deployments: Deployment name → model (``{"prod-chat": "gpt-4o-2024-08-06"}``). Azure's
+            request ``model`` is a deployment name and its responses may name an undated family
+            (``gpt-4``); a mapped deployment is always priced as the mapped model.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        budget: Budget | str | int | float | Decimal | None = None,
+        include_stream_usage: bool = False,
+        exact_input_tokens: bool = False,
+        log_content: bool = False,
+        deployments: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
+
+    def request(  # type: ignore[override]
+        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        return request_sync(
+            self._costmeter, super().request, cast_to, options, stream, stream_cls
+        )
+
+
+class AsyncAzureOpenAI(_Options, openai.AsyncAzureOpenAI):
+    """``openai.AsyncAzureOpenAI``, metered; options as for `AzureOpenAI`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        budget: Budget | str | int | float | Decimal | None = None,
+        include_stream_usage: bool = False,
+        exact_input_tokens: bool = False,
+        log_content: bool = False,
+        deployments: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
+
+    async def request(  # type: ignore[override]
+        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        return await request_async(
+            self._costmeter, super().request, cast_to, options, stream, stream_cls
+        )

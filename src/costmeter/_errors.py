@@ -1,0 +1,111 @@
+"""
+costmeter's exception hierarchy.
+
+None of these subclass ``openai.OpenAIError``: a user's ``except openai.APIError`` retry loop must
+never catch (and retry) a budget refusal.
+
+* CostmeterError
+  x BudgetExceededError   an active budget cannot cover the call's worst case; the request was NOT sent
+  x PricingError
+    + UnknownModelError   no price source knows the model (also a ``LookupError``)
+  x ConfigurationError    invalid arguments to costmeter itself (also a ``ValueError``)
+  x LedgerError           a persistent budget ledger could not be reached in time
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+__all__ = [
+    "BudgetExceededError",
+    "ConfigurationError",
+    "CostmeterError",
+    "LedgerError",
+    "PricingError",
+    "UnknownModelError",
+]
+
+
+class CostmeterError(Exception):
+    """Base class of every error costmeter raises on purpose."""
+
+
+class ConfigurationError(CostmeterError, ValueError):
+    """An argument given to costmeter (a limit, a price override, a model name) is invalid."""
+
+
+class PricingError(CostmeterError):
+    """A price could not be determined."""
+
+
+class UnknownModelError(PricingError, LookupError):
+    """
+    No price source knows *model* (at the requested service tier).
+
+    Attributes:
+        model: The model name as given.
+        sources: The price sources that were asked, in order.
+        service_tier: The tier that was asked for, if any.
+    """
+
+    def __init__(
+        self, model: object, sources: Sequence[str], service_tier: str | None = None
+    ) -> None:
+        self.model = model
+        self.sources = tuple(sources)
+        self.service_tier = service_tier
+        tier = f" at service tier {service_tier!r}" if service_tier else ""
+        super().__init__(
+            f"no price known for model {model!r}{tier}; sources tried: {', '.join(self.sources)}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.model, self.sources, self.service_tier))
+
+
+class BudgetExceededError(CostmeterError):
+    """
+    An active budget cannot cover the worst-case cost of a call; the request was not sent.
+
+    Attributes:
+        budget_name: Name of the budget that refused.
+        limit_usd: Its limit.
+        spent_usd: What it had spent when it refused.
+        reserved_usd: What in-flight calls held reserved when it refused.
+        estimated_cost_usd: The refused call's worst-case cost.
+        model: The model the refused call asked for.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_name: str | None,
+        limit_usd: Decimal,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        estimated_cost_usd: Decimal,
+        model: str | None,
+    ) -> None:
+        self.budget_name = budget_name
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.estimated_cost_usd = estimated_cost_usd
+        self.model = model
+        super().__init__(
+            f"budget {budget_name or '(unnamed)'!s} cannot cover a call to {model}: "
+            f"limit ${limit_usd}, spent ${spent_usd}, reserved ${reserved_usd}, "
+            f"worst case of this call ${estimated_cost_usd}; the request was not sent"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_budget_error, (self.__dict__.copy(),))
+
+
+def _rebuild_budget_error(state: dict[str, object]) -> BudgetExceededError:
+    return BudgetExceededError(**state)  # type: ignore[arg-type]
+
+
+class LedgerError(CostmeterError):
+    """A persistent budget ledger (SQLite, Redis) could not be read or written in time."""

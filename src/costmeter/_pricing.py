@@ -1,0 +1,464 @@
+"""
+Exact prices and costs, in `Decimal`, from a documented chain of sources.
+
+Source precedence (first that knows the model wins):
+
+1. **Overrides in code** — `register_prices()`.
+2. **Override file** — a TOML or JSON file named by ``COSTMETER_PRICES_FILE``.
+3. **genai-prices** — curated, dated price history, service-tier variants (flex, priority, fast,
+   batch), long-context tiers, cache-write prices. Current prices win over stale ones: tokencost
+   still has ``o1-mini-2024-09-12`` at its launch price ($3/$12 per 1M), genai-prices at today's
+   $1.10/$4.40.
+4. **tokencost** — its bundled price table (read as data; ``import tokencost`` itself costs ~1.2 s
+   and is never done), for models genai-prices lacks. Where it has no cached-input price, cached
+   tokens are billed at the full input rate: a missing discount is never assumed to be free.
+
+Every price is USD per 1,000,000 tokens. Money is built from strings and never passes through
+``float``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from importlib import util as importlib_util
+from pathlib import Path
+from typing import Any
+
+from costmeter._errors import ConfigurationError, UnknownModelError
+from costmeter._models import ModelName, parse_model
+from costmeter._usage import Usage, usage_from
+
+__all__ = [
+    "PRICES_FILE_ENV",
+    "Cost",
+    "ModelPrice",
+    "clear_price_overrides",
+    "cost_of",
+    "normalize_tier",
+    "price_of",
+    "register_prices",
+]
+
+PRICES_FILE_ENV = "COSTMETER_PRICES_FILE"
+_MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
+
+# Tiers billed at standard rates. "scale" is committed capacity billed outside per-token prices;
+# costmeter prices its marginal tokens at the standard rate (documented in the README).
+_STANDARD_TIERS = frozenset({"default", "auto", "scale", "standard"})
+# Where a tier has no price of its own, the documented equivalent: flex is billed at Batch rates,
+# and "fast" requests are served (and priced) as "priority".
+_TIER_FALLBACKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "flex": (("service_tier", "flex"), ("processing", "batch")),
+    "batch": (("processing", "batch"),),
+    "priority": (("service_tier", "priority"), ("service_tier", "fast")),
+    "fast": (("service_tier", "fast"), ("service_tier", "priority")),
+}
+
+
+def normalize_tier(service_tier: object) -> str:
+    """``None``/``auto``/``default`` → ``"default"``; other tiers lower-cased as given."""
+    if service_tier is None:
+        return "default"
+    if not isinstance(service_tier, str):
+        raise ConfigurationError(f"service_tier must be a str, got {service_tier!r}")
+    tier = service_tier.strip().lower()
+    return "default" if tier in ("", "auto", "standard") else tier
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """
+    What one model costs at one service tier, in USD per 1M tokens.
+
+    ``cached_input_per_mtok`` equals ``input_per_mtok`` where the source publishes no discount,
+    and ``cache_write_per_mtok`` equals it where writes carry no surcharge (every model before
+    GPT-5.6). ``long_context`` holds the rates that apply to the *whole* request once its input
+    exceeds ``long_context_threshold`` tokens.
+    """
+
+    model: str
+    priced_as: str
+    service_tier: str
+    source: str
+    input_per_mtok: Decimal
+    cached_input_per_mtok: Decimal
+    cache_write_per_mtok: Decimal
+    output_per_mtok: Decimal
+    web_search_per_call: Decimal = _ZERO
+    long_context_threshold: int | None = None
+    long_context: ModelPrice | None = field(default=None, repr=False)
+
+    def for_input(self, input_tokens: int) -> ModelPrice:
+        """The rates that apply to a request with *input_tokens* input tokens (cliff tiers)."""
+        if (
+            self.long_context is not None
+            and self.long_context_threshold is not None
+            and input_tokens > self.long_context_threshold
+        ):
+            return self.long_context
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """
+    The exact cost of one usage. ``total_usd`` is the sum of the parts; nothing is rounded.
+
+    ``input_usd`` covers only uncached input; cached reads and cache writes have their own parts.
+    Reasoning tokens are inside ``output_usd``.
+    """
+
+    input_usd: Decimal
+    cached_input_usd: Decimal
+    cache_write_usd: Decimal
+    output_usd: Decimal
+    tool_usd: Decimal
+    total_usd: Decimal
+    price_source: str
+    priced_as: str
+    service_tier: str
+    long_context: bool = False
+
+
+# -- price sources -------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_overrides: dict[str, dict[str, Any]] = {}
+
+
+def _money(value: object, where: str) -> Decimal:
+    """A non-negative, finite price from a string/int/Decimal (floats via their repr)."""
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{where}: price must be a number, got {value!r}")
+    try:
+        if isinstance(value, float):
+            value = repr(value)
+        amount = Decimal(value)  # type: ignore[arg-type]
+    except (InvalidOperation, TypeError, ValueError):
+        raise ConfigurationError(f"{where}: price must be a number, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ConfigurationError(f"{where}: price must be finite and >= 0, got {value!r}")
+    return amount
+
+
+def _validate_entry(model: str, entry: object, origin: str) -> dict[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise ConfigurationError(f"{origin}: prices for {model!r} must be a mapping")
+    allowed = {"input", "cached_input", "cache_write", "output", "web_search_per_call", "tiers"}
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ConfigurationError(
+            f"{origin}: unknown price keys for {model!r}: {sorted(unknown)} "
+            f"(allowed: {sorted(allowed)})"
+        )
+    for required in ("input", "output"):
+        if required not in entry:
+            raise ConfigurationError(f"{origin}: prices for {model!r} need {required!r}")
+    clean: dict[str, Any] = {
+        key: _money(entry[key], f"{origin} {model}.{key}") for key in entry if key != "tiers"
+    }
+    tiers = entry.get("tiers", {})
+    if not isinstance(tiers, Mapping):
+        raise ConfigurationError(f"{origin}: {model}.tiers must be a mapping of tier → prices")
+    clean["tiers"] = {
+        normalize_tier(tier): _validate_entry(f"{model}.tiers.{tier}", prices, origin)
+        for tier, prices in tiers.items()
+    }
+    return clean
+
+
+def register_prices(prices: Mapping[str, Mapping[str, object]]) -> None:
+    """
+    Add or replace prices in code; they take precedence over every other source.
+
+    Args:
+        prices: ``{model: {"input": "1.25", "output": "10", "cached_input": "0.125",
+            "cache_write": "1.5625", "web_search_per_call": "0.01", "tiers": {"flex": {...}}}}``
+            in USD per 1M tokens (strings, ints or Decimals). ``input`` and ``output`` are
+            required; a missing ``cached_input`` or ``cache_write`` means the input rate.
+
+    Raises:
+        ConfigurationError: a price is negative, not a number, or a key is unknown.
+    """
+    validated = {
+        parse_model(model).key: _validate_entry(model, entry, "register_prices()")
+        for model, entry in prices.items()
+    }
+    with _lock:
+        _overrides.update(validated)
+    _cached_price.cache_clear()
+
+
+def clear_price_overrides() -> None:
+    """Forget every `register_prices()` entry and re-read the override file on next use."""
+    with _lock:
+        _overrides.clear()
+    _file_overrides.cache_clear()
+    _cached_price.cache_clear()
+
+
+@functools.lru_cache(maxsize=4)
+def _file_overrides(path: str) -> dict[str, dict[str, Any]]:
+    origin = f"{PRICES_FILE_ENV}={path}"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{origin}: cannot read price file: {exc}") from None
+    try:
+        if path.endswith(".toml"):
+            raw = tomllib.loads(data.decode())
+        else:
+            raw = json.loads(data, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{origin}: cannot parse price file: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{origin}: the file must hold a mapping of model → prices")
+    return {
+        parse_model(model).key: _validate_entry(model, entry, origin) for model, entry in raw.items()
+    }
+
+
+def _from_override(
+    name: ModelName, tier: str, entry: dict[str, Any], source: str
+) -> ModelPrice | None:
+    if tier not in _STANDARD_TIERS and tier != "default":
+        entry = entry["tiers"].get(tier)
+        if entry is None:
+            return None
+    inp = entry["input"]
+    return ModelPrice(
+        model=name.raw,
+        priced_as=name.key,
+        service_tier=tier,
+        source=source,
+        input_per_mtok=inp,
+        cached_input_per_mtok=entry.get("cached_input", inp),
+        cache_write_per_mtok=entry.get("cache_write", inp),
+        output_per_mtok=entry["output"],
+        web_search_per_call=entry.get("web_search_per_call", _ZERO),
+    )
+
+
+def _tiered(value: Any) -> tuple[Decimal | None, int | None, Decimal | None]:
+    """Split a genai-prices value into (base, tier threshold, tier price)."""
+    if value is None or isinstance(value, Decimal):
+        return value, None, None
+    tiers = getattr(value, "tiers", None) or []
+    if len(tiers) > 1:  # pragma: no cover - no OpenAI model has more than one tier today
+        raise ConfigurationError("multi-step price tiers are not supported")
+    base = value.base
+    return (base, tiers[0].start, tiers[0].price) if tiers else (base, None, None)
+
+
+def _from_genai(name: ModelName, tier: str) -> ModelPrice | None:
+    try:
+        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~0.4 s import)
+    except ImportError:  # pragma: no cover - a hard dependency, but be safe
+        return None
+    snapshot = data_snapshot.get_snapshot()
+    model_info = None
+    for key in name.candidates():
+        try:
+            _provider, model_info = snapshot.find_provider_model(key, None, "openai", None)
+            break
+        except LookupError:
+            continue
+    if model_info is None:
+        return None
+    now = datetime.now(timezone.utc)
+    context: dict[str, str] | None = None
+    if tier not in _STANDARD_TIERS:
+        active = [
+            variant.when
+            for variant in (getattr(model_info, "price_variants", None) or ())
+            if variant.constraint is None or variant.constraint.active(now)
+        ]
+        for key, value in _TIER_FALLBACKS.get(tier, (("service_tier", tier),)):
+            if {key: value} in active:
+                context = {key: value}
+                break
+        else:
+            return None
+    prices = model_info.get_prices(now, context)
+    inp, threshold, inp_tier = _tiered(prices.input_mtok)
+    out, _, out_tier = _tiered(prices.output_mtok)
+    if inp is None:
+        return None
+    if out is None:  # embedding models publish no output price: they produce no output tokens
+        out = _ZERO
+    cached, _, cached_tier = _tiered(prices.cache_read_mtok)
+    write, _, write_tier = _tiered(prices.cache_write_mtok)
+    searches = getattr(prices, "web_searches_kcount", None)
+    per_search = searches / 1000 if isinstance(searches, Decimal) else _ZERO
+    price = ModelPrice(
+        model=name.raw,
+        priced_as=model_info.id,
+        service_tier=tier,
+        source="genai-prices",
+        input_per_mtok=inp,
+        cached_input_per_mtok=inp if cached is None else cached,
+        cache_write_per_mtok=inp if write is None else write,
+        output_per_mtok=out,
+        web_search_per_call=per_search,
+    )
+    if threshold is not None and inp_tier is not None:
+        long = replace(
+            price,
+            input_per_mtok=inp_tier,
+            cached_input_per_mtok=cached_tier or inp_tier,
+            cache_write_per_mtok=write_tier or inp_tier,
+            output_per_mtok=out_tier or out,
+        )
+        price = replace(price, long_context_threshold=threshold, long_context=long)
+    return price
+
+
+@functools.cache
+def _tokencost_table() -> dict[str, Any]:
+    """tokencost's bundled table, read as data without importing tokencost."""
+    spec = importlib_util.find_spec("tokencost")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices.json"
+    try:
+        with path.open("rb") as fh:
+            table: dict[str, Any] = json.load(fh, parse_float=Decimal, parse_int=Decimal)
+    except (OSError, ValueError):  # pragma: no cover - a broken tokencost install
+        return {}
+    return table
+
+
+def _from_tokencost(name: ModelName, tier: str) -> ModelPrice | None:
+    table = _tokencost_table()
+    entry = None
+    for key in name.candidates():
+        entry = table.get(key) or table.get(f"openai/{key}")
+        if entry is not None:
+            priced_as = key
+            break
+    if entry is None:
+        return None
+    suffix = ""
+    if tier in ("flex", "batch"):
+        suffix = "_batches"  # flex is billed at Batch API rates
+    elif tier not in _STANDARD_TIERS:
+        return None
+    try:
+        inp = entry[f"input_cost_per_token{suffix}"] * _MILLION
+        out = entry[f"output_cost_per_token{suffix}"] * _MILLION
+    except (KeyError, TypeError):
+        return None
+    cached = entry.get("cache_read_input_token_cost")
+    write = entry.get("cache_creation_input_token_cost")
+    return ModelPrice(
+        model=name.raw,
+        priced_as=priced_as,
+        service_tier=tier,
+        source="tokencost",
+        input_per_mtok=_plain(inp),
+        # No published discount (or a batch rate, which has none): cached tokens cost full input.
+        cached_input_per_mtok=_plain(inp if suffix or cached is None else cached * _MILLION),
+        cache_write_per_mtok=_plain(inp if write is None else write * _MILLION),
+        output_per_mtok=_plain(out),
+    )
+
+
+def _plain(amount: Decimal) -> Decimal:
+    """Strip float noise from a per-token price scaled to per-1M, without exponent notation."""
+    amount = amount.normalize()
+    return amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount
+
+
+_SOURCES = ("overrides", PRICES_FILE_ENV, "genai-prices", "tokencost")
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_price(model: str, tier: str, prices_file: str | None) -> ModelPrice:
+    name = parse_model(model)
+    with _lock:
+        entry = next((_overrides[k] for k in name.candidates() if k in _overrides), None)
+    if entry is not None:
+        found = _from_override(name, tier, entry, "override")
+        if found is not None:
+            return found
+    if prices_file:
+        file_table = _file_overrides(prices_file)
+        entry = next((file_table[k] for k in name.candidates() if k in file_table), None)
+        if entry is not None:
+            found = _from_override(name, tier, entry, f"file:{prices_file}")
+            if found is not None:
+                return found
+    for source in (_from_genai, _from_tokencost):
+        found = source(name, tier)
+        if found is not None:
+            return found
+    raise UnknownModelError(model, _SOURCES, None if tier == "default" else tier)
+
+
+def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
+    """
+    The prices that apply to *model* served at *service_tier*, and where they came from.
+
+    Args:
+        model: A model name as a request or a response gives it (dated snapshots, any case,
+            ``openai/`` prefixes, fine-tuned and Azure spellings are understood).
+        service_tier: The tier the response reports as served; ``None``/``auto``/``default``
+            mean standard rates. ``flex`` falls back to Batch rates where no flex price is
+            published; ``fast`` and ``priority`` are interchangeable.
+
+    Raises:
+        UnknownModelError: no source prices the model at that tier (never a silent fallback).
+        ConfigurationError: *model* is not a non-empty string.
+    """
+    parse_model(model)  # validate before caching
+    tier = normalize_tier(service_tier)
+    return _cached_price(model, tier, os.environ.get(PRICES_FILE_ENV) or None)
+
+
+def _part(tokens: int, per_mtok: Decimal) -> Decimal:
+    return tokens * per_mtok / _MILLION if tokens else _ZERO
+
+
+def cost_of(model: str | ModelPrice, usage: object, *, service_tier: str | None = None) -> Cost:
+    """
+    The exact cost of *usage* for *model* at the served *service_tier*.
+
+    Args:
+        model: A model name, or a `ModelPrice` already looked up.
+        usage: An openai ``ResponseUsage`` or ``CompletionUsage``, a dict of either shape, or a
+            `Usage`. Missing detail objects count as zero of that part.
+        service_tier: The tier the response reports (ignored when *model* is a `ModelPrice`).
+
+    Raises:
+        UnknownModelError: no price for the model at that tier.
+        UsageError: the usage has negative or inconsistent counts.
+    """
+    price = model if isinstance(model, ModelPrice) else price_of(model, service_tier=service_tier)
+    normalized = usage_from(usage)
+    rates = price.for_input(normalized.input_tokens)
+    input_usd = _part(normalized.uncached_input_tokens, rates.input_per_mtok)
+    cached_usd = _part(normalized.cached_input_tokens, rates.cached_input_per_mtok)
+    write_usd = _part(normalized.cache_write_input_tokens, rates.cache_write_per_mtok)
+    output_usd = _part(normalized.output_tokens, rates.output_per_mtok)
+    tool_usd = normalized.web_search_calls * price.web_search_per_call
+    return Cost(
+        input_usd=input_usd,
+        cached_input_usd=cached_usd,
+        cache_write_usd=write_usd,
+        output_usd=output_usd,
+        tool_usd=tool_usd,
+        total_usd=input_usd + cached_usd + write_usd + output_usd + tool_usd,
+        price_source=price.source,
+        priced_as=price.priced_as,
+        service_tier=price.service_tier,
+        long_context=rates is not price,
+    )

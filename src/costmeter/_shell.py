@@ -1,0 +1,346 @@
+"""
+Thin sync and async shells around the SDK's single choke point, ``client.request()``.
+
+Every HTTP call the OpenAI clients make — ``create``, ``parse`` (which bypasses ``create``),
+``stream()`` managers, ``retrieve``/``cancel``, ``compact``, ``beta.responses``, chat,
+embeddings, and the ``with_raw_response``/``with_streaming_response`` variants — goes through
+``request()``. Overriding it in a subclass survives ``with_options()``/``copy()`` (they build
+``self.__class__``) and needs no global patching. SDK retries happen *inside* it, so a call is
+metered once however many attempts it took.
+
+All decisions live in `costmeter._meter.Call`; the two shells differ only in ``await``. Streams
+are observed twice over, by design: the SDK's typed events (no re-parsing: cheap) through a
+subclass of the SDK's own stream class, and the HTTP body's close, through a tap on the
+``httpx2`` response, which is the one thing every exit path (full read, ``break`` + ``close()``,
+the stream manager's ``with`` exit, raw ``iter_lines()`` readers) has in common.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx2
+
+from costmeter._errors import CostmeterError
+from costmeter._meter import Call, MeterConfig, report_internal_error, route_of
+
+__all__ = ["request_async", "request_sync"]
+
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+
+def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None, bool]:
+    """Create and begin the `Call` for *options*; ``None`` for requests that bill nothing."""
+    try:
+        route = route_of(options.method, options.url)
+        if route is None:
+            return None, False
+        headers = options.headers if isinstance(options.headers, dict) else {}
+        raw = bool(headers.get(_RAW_HEADER))
+        response_id = None
+        if route.kind == "lookup":
+            response_id = options.url.split("?", 1)[0].split("/")[2]
+        body = options.json_data if isinstance(options.json_data, dict) else None
+        params = options.params if isinstance(options.params, dict) else {}
+        call = Call(
+            route,
+            body,
+            config,
+            stream=stream or bool(params.get("stream")),
+            response_id=response_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - never break the user's call
+        from costmeter._meter import _strict  # noqa: PLC0415
+
+        if _strict:
+            raise
+        report_internal_error(exc, "start", None, None)
+        return None, False
+    call.begin()  # may refuse on purpose (budget); internal failures are contained inside
+    return call, raw
+
+
+def _after(call: Call, result: Any, raw: bool) -> Any:
+    """Observe what ``request()`` returned; finish unless a stream or unread body remains."""
+    http = getattr(result, "http_response", None) if raw else None
+    if isinstance(http, httpx2.Response):
+        call.request_id = http.headers.get("x-request-id")
+        if hasattr(http, "_content"):  # body already read: plain JSON
+            _observe_json(call, http.content)
+            call.finish()
+        else:  # the caller reads it (iter_lines, parse, json...): tap the bytes
+            _tap(http, call, parse=True)
+        return result
+    stream_response = getattr(result, "response", None)
+    if isinstance(stream_response, httpx2.Response) and call.stream:
+        return result  # our stream class taps and observes it
+    call.observe(result)
+    call.finish()
+    return result
+
+
+def request_sync(
+    config: MeterConfig,
+    send: Callable[..., Any],
+    cast_to: Any,
+    options: Any,
+    stream: bool,
+    stream_cls: Any,
+) -> Any:
+    """The sync shell: ``send`` is the SDK's own ``request``."""
+    call, raw = _start(config, options, stream)
+    if call is None:
+        return send(cast_to, options, stream=stream, stream_cls=stream_cls)
+    if stream and stream_cls is not None and not raw:
+        stream_cls = _metered_stream_cls(stream_cls, call)
+    try:
+        result = send(cast_to, options, stream=stream, stream_cls=stream_cls)
+    except BaseException as exc:
+        call.finish(exc)
+        raise
+    return _after(call, result, raw)
+
+
+async def request_async(
+    config: MeterConfig,
+    send: Callable[..., Awaitable[Any]],
+    cast_to: Any,
+    options: Any,
+    stream: bool,
+    stream_cls: Any,
+) -> Any:
+    """The async shell: identical to `request_sync` but for ``await``."""
+    call, raw = _start(config, options, stream)
+    if call is None:
+        return await send(cast_to, options, stream=stream, stream_cls=stream_cls)
+    if stream and stream_cls is not None and not raw:
+        stream_cls = _metered_stream_cls(stream_cls, call)
+    try:
+        result = await send(cast_to, options, stream=stream, stream_cls=stream_cls)
+    except BaseException as exc:
+        call.finish(exc)
+        raise
+    return _after(call, result, raw)
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+def _metered_stream_cls(base: Any, call: Call) -> Any:
+    """
+    A subclass of the SDK's own stream class (``Stream[...]`` or ``AsyncStream[...]``) that
+    observes each typed event and finishes the call when iteration ends or fails.
+
+    The returned object *is* an SDK stream (``isinstance`` holds; ``with``, ``close()``,
+    ``.response`` unchanged). While the SDK's generator runs, ``call.in_sdk`` is set so that the
+    SDK closing the HTTP body inside its own ``finally`` does not finish the call before we know
+    how iteration ended.
+    """
+    origin = getattr(base, "__origin__", base)
+    if getattr(origin, "__aiter__", None) is not None and hasattr(origin, "__anext__"):
+
+        class _AsyncMetered(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                _tap(self.response, call, parse=False)
+                call.received = True
+
+            async def __stream__(self) -> AsyncIterator[Any]:
+                inner = super().__stream__()
+                while True:
+                    call.in_sdk = True
+                    try:
+                        item = await inner.__anext__()
+                    except StopAsyncIteration:
+                        call.in_sdk = False
+                        call.finish()
+                        return
+                    except BaseException as exc:
+                        call.in_sdk = False
+                        call.finish(exc)
+                        raise
+                    call.in_sdk = False
+                    call.observe(item)
+                    yield item
+
+        return _AsyncMetered
+
+    class _Metered(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _tap(self.response, call, parse=False)
+            call.received = True
+
+        def __stream__(self) -> Iterator[Any]:
+            inner = super().__stream__()
+            while True:
+                call.in_sdk = True
+                try:
+                    item = next(inner)
+                except StopIteration:
+                    call.in_sdk = False
+                    call.finish()
+                    return
+                except BaseException as exc:
+                    call.in_sdk = False
+                    call.finish(exc)
+                    raise
+                call.in_sdk = False
+                call.observe(item)
+                yield item
+
+    return _Metered
+
+
+class _SseParser:
+    """Incremental SSE → JSON events, for callers who read raw bytes and never build models."""
+
+    __slots__ = ("buffer", "call", "data", "parse")
+
+    def __init__(self, call: Call, parse: bool) -> None:
+        self.call = call
+        self.parse = parse
+        self.buffer = b""
+        self.data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            self._line(line.rstrip(b"\r"))
+
+    def _line(self, line: bytes) -> None:
+        if not line:
+            self._dispatch()
+        elif line.startswith(b"data:"):
+            self.data.append(line[5:].lstrip(b" "))
+
+    def _dispatch(self) -> None:
+        if not self.data:
+            return
+        payload = b"\n".join(self.data)
+        self.data = []
+        if payload != b"[DONE]":
+            _observe_json(self.call, payload)
+
+    def close(self) -> None:
+        if self.buffer:
+            self._line(self.buffer.rstrip(b"\r"))
+            self.buffer = b""
+        self._dispatch()
+
+
+def _observe_json(call: Call, payload: bytes) -> None:
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        return  # not JSON (malformed body): nothing to bill from it
+    call.observe(parsed)
+
+
+class _Tap:
+    """Shared state of the sync/async byte taps: parse raw bodies, finish on close."""
+
+    def __init__(self, call: Call, parse: bool, content_type: str) -> None:
+        self.call = call
+        self.sse: _SseParser | None = None
+        self.body: list[bytes] | None = None
+        if parse:
+            if "text/event-stream" in content_type:
+                self.sse = _SseParser(call, parse)
+            else:
+                self.body = []
+
+    def feed(self, chunk: bytes) -> None:
+        if self.sse is not None:
+            self.sse.feed(chunk)
+        elif self.body is not None:
+            self.body.append(chunk)
+
+    def failed(self, exc: BaseException) -> None:
+        self.call.finish(exc)
+
+    def closed(self) -> None:
+        call = self.call
+        try:
+            if self.sse is not None:
+                self.sse.close()
+            elif self.body:
+                _observe_json(call, b"".join(self.body))
+        finally:
+            if not call.in_sdk:
+                call.finish(abandoned=True)
+
+
+class _SyncTap(httpx2.SyncByteStream):
+    def __init__(self, inner: httpx2.SyncByteStream, tap: _Tap) -> None:
+        self.inner = inner
+        self.tap = tap
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.inner:
+                self.tap.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self.tap.failed(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.tap.closed()
+
+
+class _AsyncTap(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, tap: _Tap) -> None:
+        self.inner = inner
+        self.tap = tap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.inner:
+                self.tap.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self.tap.failed(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            self.tap.closed()
+
+
+def _tap(response: httpx2.Response, call: Call, *, parse: bool) -> None:
+    """
+    Put a tap on *response*'s body stream; a never-read, never-closed body still finishes the
+    call when the response is garbage-collected.
+    """
+    try:
+        tap = _Tap(call, parse, response.headers.get("content-type", ""))
+        if call.request_id is None:
+            call.request_id = response.headers.get("x-request-id")
+        inner = response.stream
+        if isinstance(inner, httpx2.AsyncByteStream):
+            response.stream = _AsyncTap(inner, tap)
+        elif isinstance(inner, httpx2.SyncByteStream):
+            response.stream = _SyncTap(inner, tap)
+        weakref.finalize(response, call.finish, None, abandoned=True)
+    except CostmeterError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        from costmeter._meter import _strict  # noqa: PLC0415
+
+        if _strict:
+            raise
+        report_internal_error(exc, "tap", call.route.api, call.model)

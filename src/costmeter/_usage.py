@@ -1,0 +1,127 @@
+"""
+One normalised view of the usage objects OpenAI returns.
+
+Partition rules (OpenAI's, and the reason peers mis-price): ``cached_input_tokens`` and
+``cache_write_input_tokens`` are *parts of* ``input_tokens``; ``reasoning_tokens`` are *part of*
+``output_tokens``. Nothing is ever added on top. A missing detail object means zero of that part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from costmeter._errors import ConfigurationError
+
+__all__ = ["Usage", "UsageError", "usage_from"]
+
+
+class UsageError(ConfigurationError):
+    """A usage object has fields that cannot be billed (negative, non-integer, inconsistent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """
+    Token counts of one billed response, in OpenAI's own partition.
+
+    Attributes:
+        input_tokens: All input tokens, including cached reads and cache writes.
+        cached_input_tokens: Input tokens read from the prompt cache (subset of input_tokens).
+        cache_write_input_tokens: Input tokens written to the cache (subset of input_tokens).
+        output_tokens: All output tokens, including reasoning tokens.
+        reasoning_tokens: Hidden reasoning tokens (subset of output_tokens; never added twice).
+        web_search_calls: Billable web-search tool calls (priced per call, not per token).
+        audio_input_tokens: Audio input tokens (subset of input_tokens).
+        audio_output_tokens: Audio output tokens (subset of output_tokens).
+    """
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    web_search_calls: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"usage field {name} must be an int, got {value!r}")
+            if value < 0:
+                raise UsageError(f"usage field {name} is negative: {value}")
+        if self.cached_input_tokens + self.cache_write_input_tokens > self.input_tokens:
+            raise UsageError(
+                f"cached ({self.cached_input_tokens}) + cache-write "
+                f"({self.cache_write_input_tokens}) tokens exceed input_tokens "
+                f"({self.input_tokens}); they are parts of it"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise UsageError(
+                f"reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens "
+                f"({self.output_tokens}); they are part of it"
+            )
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens billed at the plain input rate."""
+        return self.input_tokens - self.cached_input_tokens - self.cache_write_input_tokens
+
+
+def _get(obj: Any, key: str) -> Any:
+    """Read *key* from a mapping or an attribute of an SDK model; ``None`` when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _count(obj: Any, key: str) -> int:
+    value = _get(obj, key)
+    return 0 if value is None else value  # type: ignore[no-any-return]
+
+
+def usage_from(usage: object, *, web_search_calls: int = 0) -> Usage:
+    """
+    Normalise a Responses ``ResponseUsage``, a Chat/Embeddings ``CompletionUsage``, or a plain
+    dict of either shape into a `Usage`.
+
+    Raises:
+        UsageError: the object is not a usage object, or its counts are invalid.
+    """
+    if isinstance(usage, Usage):
+        return usage
+    if _get(usage, "input_tokens") is not None:  # Responses shape
+        in_details = _get(usage, "input_tokens_details")
+        out_details = _get(usage, "output_tokens_details")
+        return Usage(
+            input_tokens=_count(usage, "input_tokens"),
+            cached_input_tokens=_count(in_details, "cached_tokens"),
+            cache_write_input_tokens=_count(in_details, "cache_write_tokens"),
+            output_tokens=_count(usage, "output_tokens"),
+            reasoning_tokens=_count(out_details, "reasoning_tokens"),
+            web_search_calls=web_search_calls,
+            audio_input_tokens=_count(in_details, "audio_tokens"),
+            audio_output_tokens=_count(out_details, "audio_tokens"),
+        )
+    if _get(usage, "prompt_tokens") is not None:  # Chat Completions / Embeddings shape
+        in_details = _get(usage, "prompt_tokens_details")
+        out_details = _get(usage, "completion_tokens_details")
+        return Usage(
+            input_tokens=_count(usage, "prompt_tokens"),
+            cached_input_tokens=_count(in_details, "cached_tokens"),
+            cache_write_input_tokens=_count(in_details, "cache_write_tokens"),
+            output_tokens=_count(usage, "completion_tokens"),
+            reasoning_tokens=_count(out_details, "reasoning_tokens"),
+            web_search_calls=web_search_calls,
+            audio_input_tokens=_count(in_details, "audio_tokens"),
+            audio_output_tokens=_count(out_details, "audio_tokens"),
+        )
+    raise UsageError(
+        "not a usage object: expected input_tokens (Responses) or prompt_tokens (Chat), "
+        f"got {type(usage).__name__}"
+    )
