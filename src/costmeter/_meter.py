@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -186,6 +186,7 @@ class Call:
         self.web_search_calls = 0
         self.deltas: list[str] = []
         self.in_sdk = False
+        self.hide_usage_chunk = False
         self._finish_lock = threading.Lock()
         self.finished = False
 
@@ -582,6 +583,3 @@ def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, 
         "refused": refused,
     }
 
-
-Observer = Callable[[Any], None]
-_unused: Sequence[str] = ()

@@ -32,8 +32,14 @@ __all__ = ["request_async", "request_sync"]
 _RAW_HEADER = "X-Stainless-Raw-Response"
 
 
-def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None, bool]:
-    """Create and begin the `Call` for *options*; ``None`` for requests that bill nothing."""
+def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None, bool, Any]:
+    """
+    Create and begin the `Call` for *options*; ``None`` for requests that bill nothing.
+
+    Returns the options to send: the caller's, untouched, except for the opt-in
+    ``include_stream_usage`` on Chat streams (typed streams only: a raw reader would see the
+    extra chunk).
+    """
     try:
         route = route_of(options.method, options.url)
         if route is None:
@@ -58,9 +64,21 @@ def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None
         if _strict:
             raise
         report_internal_error(exc, "start", None, None)
-        return None, False
+        return None, False, options
     call.begin()  # may refuse on purpose (budget); internal failures are contained inside
-    return call, raw
+    if (
+        config.include_stream_usage
+        and call.stream
+        and not raw
+        and route.api == "chat.completions"
+        and body is not None
+    ):
+        stream_options = body.get("stream_options")
+        if not (isinstance(stream_options, dict) and stream_options.get("include_usage")):
+            merged = {**(stream_options or {}), "include_usage": True}
+            options = options.model_copy(update={"json_data": {**body, "stream_options": merged}})
+            call.hide_usage_chunk = True
+    return call, raw, options
 
 
 def _after(call: Call, result: Any, raw: bool) -> Any:
@@ -91,7 +109,7 @@ def request_sync(
     stream_cls: Any,
 ) -> Any:
     """The sync shell: ``send`` is the SDK's own ``request``."""
-    call, raw = _start(config, options, stream)
+    call, raw, options = _start(config, options, stream)
     if call is None:
         return send(cast_to, options, stream=stream, stream_cls=stream_cls)
     if stream and stream_cls is not None and not raw:
@@ -113,7 +131,7 @@ async def request_async(
     stream_cls: Any,
 ) -> Any:
     """The async shell: identical to `request_sync` but for ``await``."""
-    call, raw = _start(config, options, stream)
+    call, raw, options = _start(config, options, stream)
     if call is None:
         return await send(cast_to, options, stream=stream, stream_cls=stream_cls)
     if stream and stream_cls is not None and not raw:
@@ -164,7 +182,8 @@ def _metered_stream_cls(base: Any, call: Call) -> Any:
                         raise
                     call.in_sdk = False
                     call.observe(item)
-                    yield item
+                    if not (call.hide_usage_chunk and _usage_only(item)):
+                        yield item
 
         return _AsyncMetered
 
@@ -190,9 +209,15 @@ def _metered_stream_cls(base: Any, call: Call) -> Any:
                     raise
                 call.in_sdk = False
                 call.observe(item)
-                yield item
+                if not (call.hide_usage_chunk and _usage_only(item)):
+                    yield item
 
     return _Metered
+
+
+def _usage_only(item: Any) -> bool:
+    """The extra Chat chunk ``include_usage`` adds: no choices, only usage."""
+    return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
 
 
 class _SseParser:

@@ -1,0 +1,5 @@
+"""``python -m costmeter``: the ``costmeter`` command."""
+
+from costmeter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,512 @@
+"""
+Where costmeter's events go: the application's structlog pipeline, always, and opt-in JSON-lines
+sinks added with `log_to()` (or the ``COSTMETER_LOG_FILE`` environment variable).
+
+costmeter never calls ``structlog.configure()``. Every event is sent to
+``structlog.get_logger("costmeter")`` — i.e. through whatever the application configured (or
+structlog's defaults when it configured nothing). `log_to()` *adds* a destination and never takes
+one away: each event is also rendered by costmeter itself as one JSON line (``timestamp``,
+``level``, ``event``, then the event's fields) and written to every registered sink. An
+application with no logging set up gets a machine-readable cost log with one line of code; an
+application with its own structlog configuration keeps it untouched.
+
+Levels: ``costmeter.call`` is ``info``; ``costmeter.budget.exceeded``,
+``costmeter.budget.threshold``, ``costmeter.warning`` and ``costmeter.internal_error`` are
+``warning`` (the user's call itself was not broken by any of them).
+
+Files (`log_to` with a path) are opened with ``O_APPEND`` and every event is written with a single
+``os.write()`` of the whole encoded line, from the calling thread, without a lock. On local POSIX
+file systems an ``O_APPEND`` write positions and writes atomically (Linux serialises writes to one
+file; POSIX guarantees it up to ``PIPE_BUF`` bytes — 4096 on Linux — for pipes), so any number of
+threads and processes can append to the same file and lines never interleave or tear. Network
+file systems (NFS, SMB) do not guarantee atomic appends across hosts: give each host its own file.
+
+Streams (`log_to` with a file object, or ``-`` for stderr) may be slow or block (a full pipe, a
+socket); they are written by one background thread per stream from a bounded in-memory queue, so
+`emit()` never waits for them. When the queue is full, lines are dropped and counted.
+Closing the handle (or interpreter exit) flushes what is queued, waiting at most a few seconds.
+Use a file path rather than a stream in forked worker processes that exit with ``os._exit()``.
+
+A sink that fails never breaks the caller: the failure is counted on the sink handle and reported
+once, as a ``costmeter.internal_error`` event sent to structlog.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import IO, Any
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = [
+    "LOG_FILE_ENV",
+    "LogSink",
+    "configure_from_env",
+    "emit",
+    "log_to",
+    "otel_genai_keys",
+]
+
+LOG_FILE_ENV = "COSTMETER_LOG_FILE"
+
+CALL = "costmeter.call"
+INTERNAL_ERROR = "costmeter.internal_error"
+_WARNING_EVENTS = frozenset(
+    {
+        "costmeter.budget.exceeded",
+        "costmeter.budget.threshold",
+        "costmeter.warning",
+        INTERNAL_ERROR,
+    }
+)
+_STREAM_QUEUE_LINES = 10_000  # per stream sink; beyond this lines are dropped and counted
+_CLOSE_TIMEOUT_S = 2.0
+
+_logger = structlog.get_logger("costmeter")
+_registry_lock = threading.Lock()  # guards changes to _sinks only; emit() reads without it
+_sinks: tuple[LogSink, ...] = ()
+_env_sink: LogSink | None = None
+structlog_failures = 0  # events the application's structlog pipeline raised on (best effort)
+
+
+# -- emitting ------------------------------------------------------------------------------------
+
+
+def emit(event: str, fields: Mapping[str, Any]) -> None:
+    """
+    Send one event to the application's structlog pipeline, then to every `log_to()` sink.
+
+    Never raises: a failing structlog pipeline or sink is counted (and a failing sink reported
+    once), and the caller carries on.
+    """
+    global structlog_failures  # noqa: PLW0603
+    level = "warning" if event in _WARNING_EVENTS else "info"
+    try:
+        getattr(_logger, level)(event, **fields)
+    except Exception:  # the app's pipeline must not break the user's call
+        structlog_failures += 1
+    sinks = _sinks
+    if sinks:
+        _write_to_sinks(sinks, event, level, fields)
+
+
+def _write_to_sinks(
+    sinks: tuple[LogSink, ...], event: str, level: str, fields: Mapping[str, Any]
+) -> None:
+    try:
+        record: dict[str, Any] = {"timestamp": _now_iso(), "level": level, "event": event}
+        record.update(fields)
+    except Exception:  # e.g. a broken Mapping; nothing sensible to write
+        return
+    plain: str | None = None
+    for sink in sinks:
+        try:
+            if sink.processors:
+                line = sink.render(dict(record), level)
+                if line is None:
+                    continue
+            else:
+                if plain is None:
+                    plain = _render(record)
+                line = plain
+            sink.deliver(line)
+        except Exception as exc:  # a sink must never break the caller
+            sink.failed(exc)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
+
+
+def _render(record: Mapping[str, Any]) -> str:
+    return (
+        json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default) + "\n"
+    )
+
+
+# -- sinks ---------------------------------------------------------------------------------------
+
+
+class LogSink:
+    """
+    A destination registered by `log_to()`. Call it (or `close()`) to stop writing to it.
+
+    Attributes:
+        name: The path, ``"<stderr>"``, or the stream's repr.
+        written: Lines handed to the destination (approximate under heavy threading).
+        failures: Lines lost because rendering or writing raised.
+        dropped: Lines dropped because a stream's queue was full (slow or blocked stream).
+    """
+
+    def __init__(self, name: str, processors: tuple[Processor, ...]) -> None:
+        self.name = name
+        self.processors = processors
+        self.written = 0
+        self.failures = 0
+        self.dropped = 0
+        self.closed = False
+        self._report_lock = threading.Lock()
+        self._reported = False
+
+    def __repr__(self) -> str:
+        return f"<costmeter LogSink {self.name} written={self.written} failures={self.failures}>"
+
+    def __call__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop writing to this sink; idempotent. Queued stream lines are flushed first."""
+        global _sinks  # noqa: PLW0603
+        with _registry_lock:
+            _sinks = tuple(s for s in _sinks if s is not self)
+        self.closed = True
+
+    # -- used by emit() --
+    def render(self, record: EventDict, level: str) -> str | None:
+        """Run this sink's processors, then render JSON; ``None`` when a processor dropped it."""
+        try:
+            result: Any = record
+            for processor in self.processors:
+                result = processor(None, level, result)
+        except structlog.DropEvent:
+            return None
+        if isinstance(result, bytes):
+            result = result.decode("utf-8", "replace")
+        if isinstance(result, str):
+            return result if result.endswith("\n") else result + "\n"
+        return _render(result)
+
+    def deliver(self, line: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def failed(self, exc: BaseException, *, dropped: bool = False) -> None:
+        """Count a lost line and report the first loss to structlog; never raises."""
+        with self._report_lock:
+            if dropped:
+                self.dropped += 1
+            else:
+                self.failures += 1
+            first, self._reported = not self._reported, True
+        if first:
+            with contextlib.suppress(Exception):  # the last line of defence
+                _logger.warning(
+                    INTERNAL_ERROR,
+                    stage="log_sink",
+                    sink=self.name,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:500],
+                    note="reported once per sink; see LogSink.failures/.dropped for counts",
+                )
+
+
+class _Descriptor:
+    """An ``O_APPEND`` file descriptor, closed when the last reference to it goes away."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, path: str) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        self.fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+
+    def write(self, data: bytes) -> None:
+        written = os.write(self.fd, data)
+        while written < len(data):  # never happens on local files; do not lose the rest
+            written += os.write(self.fd, data[written:])
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)  # absent when os.open() failed
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _FileSink(LogSink):
+    """One ``os.write`` per line to an ``O_APPEND`` descriptor; no lock, no buffering."""
+
+    def __init__(self, path: str, processors: tuple[Processor, ...]) -> None:
+        super().__init__(path, processors)
+        self._descriptor: _Descriptor | None = _Descriptor(path)
+
+    def deliver(self, line: str) -> None:
+        descriptor = self._descriptor
+        if descriptor is None:
+            return
+        descriptor.write(line.encode("utf-8", "surrogatepass"))
+        self.written += 1
+
+    def close(self) -> None:
+        super().close()
+        # The descriptor closes when its last reference goes: an emit() running in another
+        # thread may still hold it, and must not write to a reused descriptor number.
+        self._descriptor = None
+
+
+class _StreamSink(LogSink):
+    """A bounded queue drained by one daemon thread, so a slow stream never blocks emit()."""
+
+    def __init__(self, stream: IO[Any] | None, name: str, processors: tuple[Processor, ...]):
+        super().__init__(name, processors)
+        self._stream = stream  # None: sys.stderr, looked up at write time
+        self._queue: collections.deque[str] = collections.deque()
+        self._wake = threading.Event()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = -1
+        self._busy = False
+
+    def deliver(self, line: str) -> None:
+        if self.closed:
+            return
+        if self._pid != os.getpid():
+            self._start()
+        if len(self._queue) >= _STREAM_QUEUE_LINES:
+            self.failed(RuntimeError(f"log stream {self.name} is not keeping up"), dropped=True)
+            return
+        self._queue.append(line)
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            if self._pid != -1:  # forked: the parent writes what it queued
+                self._queue.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._run, name=f"costmeter-log {self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._busy = True
+            try:
+                self._drain()
+            finally:
+                self._busy = False
+            if self.closed and not self._queue:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            lines: list[str] = []
+            while queue and len(lines) < 1000:
+                lines.append(queue.popleft())
+            stream = self._stream if self._stream is not None else sys.stderr
+            try:
+                if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+                    stream.write("".join(lines).encode("utf-8", "replace"))
+                else:
+                    stream.write("".join(lines))
+                flush = getattr(stream, "flush", None)
+                if flush is not None:
+                    flush()
+                self.written += len(lines)
+            except Exception as exc:  # count, report once, keep going
+                for _ in lines:
+                    self.failed(exc)
+
+    def flush(self, timeout: float = _CLOSE_TIMEOUT_S) -> bool:
+        """Wait until everything queued so far is written; ``False`` on timeout."""
+        if self._pid != os.getpid():
+            return not self._queue
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._queue or self._busy:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        super().close()
+        self.flush()
+        self._wake.set()
+
+
+def log_to(
+    target: str | os.PathLike[str] | IO[str], *, processors: Iterable[Processor] = ()
+) -> LogSink:
+    """
+    Also write costmeter's events as JSON lines to *target*, without touching structlog's config.
+
+    Events keep going to ``structlog.get_logger("costmeter")`` as before; this adds a
+    destination. Each line is one JSON object: ``timestamp`` (ISO 8601 UTC), ``level``,
+    ``event``, then the event's fields.
+
+    Args:
+        target: A file path (appended to; created if missing; safe to share between threads and
+            processes), ``"-"`` for standard error, or an open text stream (written by a
+            background thread so a slow stream never delays an API call).
+        processors: structlog processors run on each event dict (as ``(None, level,
+            event_dict)``) before rendering, e.g. ``[otel_genai_keys]``. If the last one returns
+            a ``str``, that is the line. Raising ``structlog.DropEvent`` skips the event.
+
+    Returns:
+        The sink handle; call it to stop logging to *target*.
+
+    Raises:
+        OSError: the file cannot be opened for appending.
+    """
+    global _sinks  # noqa: PLW0603
+    chain = tuple(processors)
+    sink: LogSink
+    if isinstance(target, (str, os.PathLike)):
+        path = os.fspath(target)
+        sink = _StreamSink(None, "<stderr>", chain) if path == "-" else _FileSink(path, chain)
+    elif hasattr(target, "write"):
+        sink = _StreamSink(target, getattr(target, "name", None) or repr(target), chain)
+    else:
+        raise TypeError(f"log_to() needs a path, '-' or a writable stream, got {target!r}")
+    with _registry_lock:
+        _sinks = (*_sinks, sink)
+    return sink
+
+
+def configure_from_env() -> LogSink | None:
+    """
+    Honour ``COSTMETER_LOG_FILE`` (a path, or ``-`` for stderr); called when costmeter is imported.
+
+    Idempotent. Opens the file and does nothing else; a file that cannot be opened is reported
+    with a ``RuntimeWarning`` instead of breaking the application's import.
+    """
+    global _env_sink  # noqa: PLW0603
+    target = os.environ.get(LOG_FILE_ENV, "").strip()
+    if not target:
+        return None
+    if _env_sink is not None and not _env_sink.closed and _env_sink.name in (target, "<stderr>"):
+        return _env_sink
+    try:
+        _env_sink = log_to(target)
+    except OSError as exc:
+        warnings.warn(
+            f"{LOG_FILE_ENV}={target!r}: cannot open the cost log: {exc}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return _env_sink
+
+
+@atexit.register
+def _flush_streams_at_exit() -> None:
+    deadline = time.monotonic() + _CLOSE_TIMEOUT_S
+    for sink in _sinks:
+        if isinstance(sink, _StreamSink):
+            sink.flush(max(0.0, deadline - time.monotonic()))
+
+
+# -- OpenTelemetry GenAI names -------------------------------------------------------------------
+
+_OTEL_RENAMES = {
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "cached_input_tokens": "gen_ai.usage.cache_read.input_tokens",
+    "cache_write_input_tokens": "gen_ai.usage.cache_creation.input_tokens",
+    "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
+    "model": "gen_ai.request.model",
+    "response_model": "gen_ai.response.model",
+    "response_id": "gen_ai.response.id",
+    "service_tier": "openai.response.service_tier",
+    "cost_usd": "gen_ai.usage.cost.amount",
+}
+_OTEL_API_TYPES = {
+    "responses": "responses",
+    "responses.compact": "responses",
+    "chat.completions": "chat_completions",
+    "embeddings": "embeddings",
+}
+# Keys of the costmeter.call contract without an OpenTelemetry name: prefixed with "costmeter.".
+_COSTMETER_KEYS = frozenset(
+    {
+        "api",
+        "request_id",
+        "stream",
+        "background",
+        "outcome",
+        "error_type",
+        "web_search_calls",
+        "usage_source",
+        "usage_problem",
+        "estimated_input_tokens",
+        "estimate_complete",
+        "estimated_cost_usd",
+        "input_cost_usd",
+        "cached_input_cost_usd",
+        "cache_write_cost_usd",
+        "output_cost_usd",
+        "tool_cost_usd",
+        "price_source",
+        "priced_as",
+        "price_status",
+        "duration_ms",
+        "budget",
+        "budget_spent_usd",
+        "budget_remaining_usd",
+    }
+)
+
+
+def otel_genai_keys(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """
+    structlog processor: rename ``costmeter.call`` keys to OpenTelemetry GenAI semantic names.
+
+    Token counts, models, response id and served tier get their ``gen_ai.*``/``openai.*`` names;
+    ``gen_ai.provider.name`` (``openai``), ``gen_ai.operation.name`` (``chat`` or
+    ``embeddings``), ``openai.api.type`` and the cost triple ``gen_ai.usage.cost.amount`` /
+    ``.currency`` (``USD``) / ``.source`` (``local``) are added; a non-null ``error_type`` is also
+    ``error.type``. The other costmeter keys move under ``costmeter.*`` (``tags`` are flattened
+    to ``costmeter.tags.<key>``); keys costmeter did not put there (``event``, ``timestamp``,
+    the app's own context) are left as they are. Other events pass through untouched.
+    """
+    if event_dict.get("event") != CALL:
+        return event_dict
+    out: EventDict = {}
+    api = event_dict.get("api")
+    for key, value in event_dict.items():
+        renamed = _OTEL_RENAMES.get(key)
+        if renamed is not None:
+            out[renamed] = value
+        elif key == "tags" and isinstance(value, Mapping):
+            for tag, tag_value in value.items():
+                out[f"costmeter.tags.{tag}"] = tag_value
+        elif key in _COSTMETER_KEYS:
+            out[f"costmeter.{key}"] = value
+        else:
+            out[key] = value
+    out["gen_ai.provider.name"] = "openai"
+    out["gen_ai.operation.name"] = "embeddings" if api == "embeddings" else "chat"
+    if isinstance(api, str):
+        out["openai.api.type"] = _OTEL_API_TYPES.get(api, api)
+    if "gen_ai.usage.cost.amount" in out:
+        out["gen_ai.usage.cost.currency"] = "USD"
+        out["gen_ai.usage.cost.source"] = "local"
+    if event_dict.get("error_type") is not None:
+        out["error.type"] = event_dict["error_type"]
+    return out

@@ -1,0 +1,960 @@
+"""
+The ``costmeter`` command: read the money out of costmeter's JSON-lines logs, show prices, and
+estimate a request before sending it.
+
+Exit codes (also in ``costmeter --help``):
+
+====  ==================================================================================
+0     success
+1     ``report``: no ``costmeter.call`` event found (in the files, after ``--since/--until``)
+2     usage error: bad arguments, an unparsable ``--since``, a request body that is not JSON
+3     a file could not be read (missing, unreadable, a directory, corrupt gzip)
+4     no price known for the model (``price``, ``estimate``)
+130   interrupted (Ctrl-C)
+141   standard output closed early (e.g. piped into ``head``)
+====  ==================================================================================
+
+Subcommands are registered from `_COMMANDS`: each entry adds itself to the ``subparsers`` of the
+top-level parser and sets a ``handler(args) -> int`` default. ``costmeter demo`` is registered
+from ``costmeter._demo.register(subparsers)`` when that module exists; it must import only the
+standard library and costmeter at module level, so the other commands stay fast and dependable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import importlib
+import io
+import json
+import os
+import sys
+import textwrap
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from costmeter._pricing import ModelPrice
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_EVENTS",
+    "EXIT_OK",
+    "EXIT_PIPE_CLOSED",
+    "EXIT_UNKNOWN_MODEL",
+    "EXIT_UNREADABLE",
+    "EXIT_USAGE",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_NO_EVENTS = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+EXIT_UNKNOWN_MODEL = 4
+EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
+
+_PROG = "costmeter"
+_ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+_QUICK_START = """\
+quick start:
+  Log every call as one JSON line (your own structlog setup is left untouched):
+
+      import costmeter
+      costmeter.log_to("costs.jsonl")        # or: export COSTMETER_LOG_FILE=costs.jsonl
+      client = costmeter.OpenAI()
+
+  Then read the money:
+
+      costmeter report costs.jsonl                     totals per model, plus a TOTAL row
+      costmeter report costs.jsonl --by day            ... per UTC day
+      costmeter report costs.jsonl --by tag:team       ... per value of the tag "team"
+      costmeter report logs/*.jsonl.gz --since 2025-06-01 --format csv > june.csv
+      kubectl logs deploy/api | costmeter report -     mixed app logs on stdin are fine
+      costmeter price gpt-5 --tier flex                the prices costmeter uses, and their source
+      costmeter estimate --model gpt-5 request.json    worst-case cost of a request body
+
+exit codes:
+  0 ok    1 no costmeter.call events found    2 usage error    3 unreadable file
+  4 unknown model    130 interrupted    141 output pipe closed
+"""
+
+
+class _UsageError(Exception):
+    """A problem with what the user gave us (exit 2)."""
+
+
+class _Unreadable(Exception):
+    """A file could not be read (exit 3)."""
+
+    def __init__(self, name: str, exc: BaseException) -> None:
+        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        super().__init__(f"cannot read {name}: {detail}")
+
+
+def _say(message: str) -> None:
+    print(f"{_PROG}: {message}", file=sys.stderr)
+
+
+# -- report: reading -----------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress indicator on stderr, only for a TTY and only once reading takes >1 s."""
+
+    def __init__(self, name: str, size: int | None, position: Callable[[], int] | None) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.name = name
+        self.size = size
+        self.position = position
+        self.started = time.monotonic()
+        self.next_at = self.started + 1.0
+        self.shown = False
+
+    def tick(self, lines: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now < self.next_at:
+            return
+        self.next_at = now + 0.5
+        done = ""
+        if self.size and self.position is not None:
+            try:
+                done = f" {min(100.0, 100.0 * self.position() / self.size):5.1f}%"
+            except (OSError, ValueError):
+                done = ""
+        sys.stderr.write(f"\r{_PROG}: reading {self.name}{done} ({lines:,} lines)")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+class _RawReader(io.RawIOBase):
+    """Any binary file object as a raw stream, so `io.BufferedReader` can give it ``peek``."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_lines(name: str) -> Iterator[bytes]:
+    """Lines of a file, ``-`` (stdin) or gzip (detected by content), read in constant memory."""
+    if name == "-":
+        stdin: Any = sys.stdin
+        raw: IO[bytes] = getattr(stdin, "buffer", None) or io.BytesIO(stdin.read().encode())
+        owned = False
+    else:
+        try:
+            raw = open(name, "rb")  # noqa: SIM115 - closed in the finally below
+        except OSError as exc:
+            raise _Unreadable(name, exc) from None
+        owned = True
+    try:
+        size: int | None = None
+        if owned:
+            try:
+                size = os.fstat(raw.fileno()).st_size
+            except OSError:
+                size = None
+        if not hasattr(raw, "peek"):  # e.g. a BytesIO standing in for stdin
+            raw = io.BufferedReader(_RawReader(raw))
+        try:
+            head = raw.peek(2)[:2]
+        except OSError as exc:
+            raise _Unreadable(name, exc) from None
+        stream: Iterable[bytes] = raw
+        if head == _GZIP_MAGIC or (not head and name.endswith(".gz")):
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        progress = _Progress(name, size, raw.tell if owned else None)
+        count = 0
+        try:
+            for line in stream:
+                count += 1
+                if not count & 0x3FFF:
+                    progress.tick(count)
+                yield line
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _Unreadable(name, exc) from None
+        finally:
+            progress.done()
+    finally:
+        if owned:
+            raw.close()
+
+
+def _parse_when(text: str) -> datetime:
+    """``--since``/``--until``: an ISO date or date-time; naive means UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 date or date-time: {text!r} (e.g. 2025-06-01 or 2025-06-01T12:00Z)"
+        ) from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def _event_time(value: object) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _parse_by(text: str) -> str:
+    if text in ("model", "day", "budget", "api", "none"):
+        return text
+    if text.startswith("tag:") and len(text) > 4:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid --by {text!r}: use model, day, budget, api or tag:KEY (e.g. tag:team)"
+    )
+
+
+class _Malformed(Exception):
+    """A costmeter.call line whose fields do not have the documented types."""
+
+
+def _int(event: dict[str, Any], key: str) -> int:
+    value = event.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _Malformed(key)
+
+
+def _money(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, str):  # a renderer that writes Decimals as strings
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            raise _Malformed("cost_usd") from None
+    raise _Malformed("cost_usd")
+
+
+def _from_otel(event: dict[str, Any]) -> dict[str, Any]:
+    """Undo `otel_genai_keys` so logs written with it report the same."""
+    from costmeter._logging import _OTEL_RENAMES  # noqa: PLC0415
+
+    plain: dict[str, Any] = {}
+    tags: dict[str, Any] = {}
+    reverse = {otel: key for key, otel in _OTEL_RENAMES.items()}
+    for key, value in event.items():
+        if key in reverse:
+            plain[reverse[key]] = value
+        elif key.startswith("costmeter.tags."):
+            tags[key[len("costmeter.tags.") :]] = value
+        elif key.startswith("costmeter."):
+            plain[key[len("costmeter.") :]] = value
+        else:
+            plain.setdefault(key, value)
+    if tags:
+        plain["tags"] = tags
+    return plain
+
+
+# -- report: adding up ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Totals:
+    calls: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    unpriced_calls: int = 0
+    estimated_usage_calls: int = 0
+    saved_usd: Decimal = _ZERO
+    saved_unknown_calls: int = 0
+    accuracy_calls: int = 0
+    accuracy_sum: float = 0.0
+    # |error| in percent, bucketed to 0.01 pp below 100 % (1 pp above): bounded memory.
+    accuracy_hist: Counter[float] = field(default_factory=Counter)
+
+    def add(self, call: _Call) -> None:
+        self.calls += 1
+        self.input_tokens += call.input_tokens
+        self.cached_input_tokens += call.cached_input_tokens
+        self.cache_write_input_tokens += call.cache_write_input_tokens
+        self.output_tokens += call.output_tokens
+        self.reasoning_tokens += call.reasoning_tokens
+        if call.cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += call.cost_usd
+        if call.estimated_usage:
+            self.estimated_usage_calls += 1
+        if call.saved_usd is not None:
+            self.saved_usd += call.saved_usd
+        elif call.cached_input_tokens:
+            self.saved_unknown_calls += 1
+        if call.error_pct is not None:
+            self.accuracy_calls += 1
+            self.accuracy_sum += call.error_pct
+            bucket = (
+                round(call.error_pct, 2) if call.error_pct < 100 else float(round(call.error_pct))
+            )
+            self.accuracy_hist[bucket] += 1
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        return self.cached_input_tokens / self.input_tokens if self.input_tokens else None
+
+    @property
+    def error_mean_pct(self) -> float | None:
+        return self.accuracy_sum / self.accuracy_calls if self.accuracy_calls else None
+
+    @property
+    def error_median_pct(self) -> float | None:
+        n = self.accuracy_calls
+        if not n:
+            return None
+        wanted = [(n - 1) // 2, n // 2]  # 0-based ranks of the middle value(s)
+        found: list[float] = []
+        seen = 0
+        for value in sorted(self.accuracy_hist):
+            seen += self.accuracy_hist[value]
+            while wanted and wanted[0] < seen:
+                found.append(value)
+                wanted.pop(0)
+            if not wanted:
+                break
+        return sum(found) / len(found)
+
+
+@dataclass(slots=True)
+class _Call:
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal | None
+    estimated_usage: bool
+    saved_usd: Decimal | None
+    error_pct: float | None
+
+
+class _Prices:
+    """`price_of` with a cache; unknown models are remembered as ``None``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str | None], ModelPrice | None] = {}
+
+    def saved(self, event: dict[str, Any], cached: int, input_tokens: int) -> Decimal | None:
+        model = event.get("priced_as") or event.get("response_model") or event.get("model")
+        tier = event.get("service_tier")
+        if not isinstance(model, str) or not model:
+            return None
+        key = (model, tier if isinstance(tier, str) else None)
+        if key not in self._cache:
+            from costmeter._errors import CostmeterError  # noqa: PLC0415
+            from costmeter._pricing import price_of  # noqa: PLC0415
+
+            try:
+                self._cache[key] = price_of(key[0], service_tier=key[1])
+            except CostmeterError:
+                self._cache[key] = None
+        price = self._cache[key]
+        if price is None:
+            return None
+        rates = price.for_input(input_tokens)
+        return cached * (rates.input_per_mtok - rates.cached_input_per_mtok) / _MILLION
+
+
+@dataclass
+class _Report:
+    by: str
+    groups: dict[str, _Totals] = field(default_factory=dict)
+    total: _Totals = field(default_factory=_Totals)
+    lines: int = 0
+    other_lines: int = 0
+    malformed_lines: int = 0
+    out_of_range: int = 0
+    no_timestamp: int = 0
+    other_events: Counter[str] = field(default_factory=Counter)
+
+
+def _group_of(by: str, event: dict[str, Any], when: datetime | None) -> str:
+    if by == "model":
+        return str(event.get("model") or event.get("response_model") or "(unknown)")
+    if by == "day":
+        return (
+            "(no timestamp)" if when is None else when.astimezone(timezone.utc).date().isoformat()
+        )
+    if by == "budget":
+        return str(event.get("budget") or "(none)")
+    if by == "api":
+        return str(event.get("api") or "(unknown)")
+    if by.startswith("tag:"):
+        tags = event.get("tags")
+        value = tags.get(by[4:]) if isinstance(tags, dict) else None
+        return "(untagged)" if value is None else str(value)
+    return "TOTAL"
+
+
+def _call_of(event: dict[str, Any], prices: _Prices) -> _Call:
+    input_tokens = _int(event, "input_tokens")
+    cached = _int(event, "cached_input_tokens")
+    source = event.get("usage_source")
+    estimated = _int(event, "estimated_input_tokens")
+    error_pct = None
+    if (
+        source == "reported"
+        and input_tokens > 0
+        and event.get("estimated_input_tokens") is not None
+    ):
+        error_pct = abs(estimated - input_tokens) * 100.0 / input_tokens
+    cost = _money(event.get("cost_usd"))
+    saved: Decimal | None = _ZERO
+    if cached:  # an unpriced call (cost null) has no savings either: its price was unknown
+        saved = None if cost is None else prices.saved(event, cached, input_tokens)
+    return _Call(
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        cache_write_input_tokens=_int(event, "cache_write_input_tokens"),
+        output_tokens=_int(event, "output_tokens"),
+        reasoning_tokens=_int(event, "reasoning_tokens"),
+        cost_usd=cost,
+        estimated_usage=source == "estimated",
+        saved_usd=saved,
+        error_pct=error_pct,
+    )
+
+
+def _build_report(
+    files: Sequence[str], by: str, since: datetime | None, until: datetime | None
+) -> _Report:
+    report = _Report(by=by)
+    prices = _Prices()
+    need_time = since is not None or until is not None or by == "day"
+    decode = json.JSONDecoder(parse_float=Decimal).decode  # money stays exact: Decimal, not float
+    for name in files:
+        for line in _read_lines(name):
+            report.lines += 1
+            if b"costmeter." not in line:
+                if line.strip():
+                    report.other_lines += 1
+                continue
+            try:
+                event = decode(line.decode("utf-8"))
+            except ValueError:  # also UnicodeDecodeError
+                report.malformed_lines += 1
+                continue
+            if not isinstance(event, dict):
+                report.malformed_lines += 1
+                continue
+            name_of_event = event.get("event")
+            if name_of_event != "costmeter.call":
+                if isinstance(name_of_event, str) and name_of_event.startswith("costmeter."):
+                    report.other_events[name_of_event] += 1
+                else:
+                    report.other_lines += 1
+                continue
+            if "gen_ai.usage.input_tokens" in event:
+                event = _from_otel(event)
+            when = _event_time(event.get("timestamp")) if need_time else None
+            if since is not None or until is not None:
+                if when is None:
+                    report.no_timestamp += 1
+                    continue
+                if (since is not None and when < since) or (until is not None and when >= until):
+                    report.out_of_range += 1
+                    continue
+            try:
+                call = _call_of(event, prices)
+            except _Malformed:
+                report.malformed_lines += 1
+                continue
+            report.total.add(call)
+            if by != "none":
+                key = _group_of(by, event, when)
+                group = report.groups.get(key)
+                if group is None:
+                    group = report.groups[key] = _Totals()
+                group.add(call)
+    return report
+
+
+# -- report: output ------------------------------------------------------------------------------
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (key, table header, kind)
+    ("calls", "calls", "int"),
+    ("input_tokens", "input", "int"),
+    ("cached_input_tokens", "cached", "int"),
+    ("output_tokens", "output", "int"),
+    ("reasoning_tokens", "reasoning", "int"),
+    ("cost_usd", "cost $", "money"),
+    ("cache_hit_rate", "cache hit", "ratio"),
+    ("saved_by_cache_usd", "saved $", "money"),
+    ("estimate_error_mean_pct", "est.err mean", "pct"),
+    ("estimate_error_median_pct", "est.err median", "pct"),
+    ("unpriced_calls", "unpriced", "int"),
+    ("estimated_usage_calls", "est.usage", "int"),
+)
+
+
+def _values(totals: _Totals) -> dict[str, Any]:
+    return {
+        "calls": totals.calls,
+        "input_tokens": totals.input_tokens,
+        "cached_input_tokens": totals.cached_input_tokens,
+        "cache_write_input_tokens": totals.cache_write_input_tokens,
+        "output_tokens": totals.output_tokens,
+        "reasoning_tokens": totals.reasoning_tokens,
+        "cost_usd": totals.cost_usd,
+        "cache_hit_rate": totals.cache_hit_rate,
+        "saved_by_cache_usd": totals.saved_usd,
+        "saved_by_cache_unpriced_calls": totals.saved_unknown_calls,
+        "estimate_error_calls": totals.accuracy_calls,
+        "estimate_error_mean_pct": totals.error_mean_pct,
+        "estimate_error_median_pct": totals.error_median_pct,
+        "unpriced_calls": totals.unpriced_calls,
+        "estimated_usage_calls": totals.estimated_usage_calls,
+    }
+
+
+def _plain(value: object) -> object:
+    """JSON/CSV value: money as an exact decimal string, ratios rounded to 6 places."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _sorted_groups(report: _Report) -> list[tuple[str, _Totals]]:
+    if report.by == "day":
+        return sorted(report.groups.items())
+    return sorted(report.groups.items(), key=lambda kv: (-kv[1].cost_usd, kv[0]))
+
+
+def _cell(kind: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "money":
+        return f"{value:,.6f}"
+    if kind == "ratio":
+        return f"{value:.1%}"
+    return f"{value:.2f}%"
+
+
+def _write_table(report: _Report, out: IO[str]) -> None:
+    label = "model" if report.by == "model" else report.by
+    rows = [
+        [key, *(_cell(kind, _values(t)[col]) for col, _h, kind in _COLUMNS)]
+        for key, t in _sorted_groups(report)
+    ]
+    rows.append(["TOTAL", *(_cell(kind, _values(report.total)[c]) for c, _h, kind in _COLUMNS)])
+    header = [label if report.by != "none" else "", *(h for _c, h, _k in _COLUMNS)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    out.write(line(header) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in rows[:-1]:
+        out.write(line(row) + "\n")
+    if len(rows) > 1:
+        out.write("  ".join("-" * w for w in widths) + "\n")
+    out.write(line(rows[-1]) + "\n")
+
+
+def _write_json(report: _Report, out: IO[str]) -> None:
+    data = {
+        "by": report.by,
+        "groups": [
+            {"key": key, **{k: _plain(v) for k, v in _values(t).items()}}
+            for key, t in _sorted_groups(report)
+        ],
+        "total": {k: _plain(v) for k, v in _values(report.total).items()},
+        "lines": {
+            "read": report.lines,
+            "other": report.other_lines,
+            "malformed": report.malformed_lines,
+            "out_of_range": report.out_of_range,
+            "no_timestamp": report.no_timestamp,
+        },
+        "other_events": dict(sorted(report.other_events.items())),
+    }
+    json.dump(data, out, indent=2)
+    out.write("\n")
+
+
+def _write_csv(report: _Report, out: IO[str]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    keys = list(_values(report.total))
+    writer.writerow([report.by, *keys])
+    for key, totals in [*_sorted_groups(report), ("TOTAL", report.total)]:
+        values = _values(totals)
+        writer.writerow([key, *("" if values[k] is None else _plain(values[k]) for k in keys)])
+
+
+def _report_notes(report: _Report) -> None:
+    skipped = []
+    if report.other_lines:
+        skipped.append(f"{report.other_lines:,} other lines (not costmeter events)")
+    if report.malformed_lines:
+        skipped.append(f"{report.malformed_lines:,} malformed lines")
+    if report.out_of_range:
+        skipped.append(f"{report.out_of_range:,} calls outside --since/--until")
+    if report.no_timestamp:
+        skipped.append(f"{report.no_timestamp:,} calls without a readable timestamp")
+    if skipped:
+        _say(f"read {report.lines:,} lines; skipped " + ", ".join(skipped))
+    if report.total.saved_unknown_calls:
+        _say(
+            f"savings from caching not computed for {report.total.saved_unknown_calls:,} calls "
+            "(no price known for their model)"
+        )
+    if report.total.unpriced_calls:
+        _say(f"{report.total.unpriced_calls:,} calls have no price (cost_usd null): not in cost")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    if args.since and args.until and args.since >= args.until:
+        raise _UsageError("--since must be before --until")
+    report = _build_report(args.files, args.by, args.since, args.until)
+    writer = {"table": _write_table, "json": _write_json, "csv": _write_csv}[args.format]
+    writer(report, sys.stdout)
+    _report_notes(report)
+    if not report.total.calls:
+        where = ", ".join(args.files)
+        window = " in the --since/--until window" if args.since or args.until else ""
+        _say(f"no costmeter.call events found in {where}{window}")
+        return EXIT_NO_EVENTS
+    return EXIT_OK
+
+
+def _add_report(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="add up calls, tokens and cost from JSON-lines logs",
+        description=textwrap.fill(
+            "Add up costmeter.call events from JSON-lines logs: calls, tokens, exact cost "
+            "(Decimal sums), cache hit rate (cached/input tokens), money saved by caching "
+            "(at today's prices), the accuracy of input-token estimates, unpriced calls and "
+            "calls whose usage was estimated. Lines that are not costmeter events are skipped "
+            "and counted on stderr, so mixed application logs can be read as they are. "
+            "Files are streamed in constant memory; gzip is detected automatically.",
+            width=80,
+        ),
+        epilog=(
+            "examples:\n"
+            "  costmeter report costs.jsonl\n"
+            "  costmeter report costs.jsonl.1.gz costs.jsonl --by day\n"
+            "  costmeter report costs.jsonl --by tag:customer --since 2025-06-01 --format csv\n"
+            "  docker logs api 2>&1 | costmeter report - --format json | jq .total.cost_usd\n\n"
+            "groups: model (as requested), day (UTC), budget, api, tag:KEY, none.\n"
+            "JSON/CSV money values are exact decimal strings; the table rounds to 6 places.\n"
+            "exit codes: 0 ok, 1 no costmeter.call events, 2 usage error, 3 unreadable file."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="log file, .gz file, or - (stdin)")
+    parser.add_argument(
+        "--by", type=_parse_by, default="model", metavar="KEY",
+        help="group by model (default), day, budget, api, tag:KEY or none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--since", type=_parse_when, metavar="ISO",
+        help="only calls at or after this UTC date/time (e.g. 2025-06-01)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--until", type=_parse_when, metavar="ISO", help="only calls before this date/time"
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.set_defaults(handler=_cmd_report)
+
+
+# -- price ---------------------------------------------------------------------------------------
+
+
+def _price_dict(price: ModelPrice) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "model": price.model,
+        "priced_as": price.priced_as,
+        "service_tier": price.service_tier,
+        "source": price.source,
+        "input_per_mtok": format(price.input_per_mtok, "f"),
+        "cached_input_per_mtok": format(price.cached_input_per_mtok, "f"),
+        "cache_write_per_mtok": format(price.cache_write_per_mtok, "f"),
+        "output_per_mtok": format(price.output_per_mtok, "f"),
+        "web_search_per_call": format(price.web_search_per_call, "f"),
+        "long_context_threshold": price.long_context_threshold,
+        "long_context": None,
+    }
+    if price.long_context is not None:
+        data["long_context"] = {
+            key: data_value
+            for key, data_value in _price_dict(price.long_context).items()
+            if key.endswith("_per_mtok")
+        }
+    return data
+
+
+def _cmd_price(args: argparse.Namespace) -> int:
+    from costmeter._errors import ConfigurationError, UnknownModelError  # noqa: PLC0415
+    from costmeter._pricing import price_of  # noqa: PLC0415
+
+    try:
+        price = price_of(args.model, service_tier=args.tier)
+    except UnknownModelError as exc:
+        _say(str(exc))
+        return EXIT_UNKNOWN_MODEL
+    except ConfigurationError as exc:
+        raise _UsageError(str(exc)) from None
+    data = _price_dict(price)
+    if args.format == "json":
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    out = sys.stdout
+    out.write(
+        f"{price.model}: priced as {price.priced_as}, service tier {price.service_tier}, "
+        f"source {price.source}\n"
+        f"  input          ${data['input_per_mtok']} / 1M tokens\n"
+        f"  cached input   ${data['cached_input_per_mtok']} / 1M tokens\n"
+        f"  cache write    ${data['cache_write_per_mtok']} / 1M tokens\n"
+        f"  output         ${data['output_per_mtok']} / 1M tokens (reasoning included)\n"
+    )
+    if price.web_search_per_call:
+        out.write(f"  web search     ${data['web_search_per_call']} / call\n")
+    long = data["long_context"]
+    if long is not None:
+        out.write(
+            f"  above {price.long_context_threshold:,} input tokens the whole request costs: "
+            f"input ${long['input_per_mtok']}, cached ${long['cached_input_per_mtok']}, "
+            f"output ${long['output_per_mtok']} / 1M tokens\n"
+        )
+    return EXIT_OK
+
+
+def _add_price(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "price",
+        help="show the prices costmeter uses for a model, and their source",
+        description="Show the prices (USD per 1M tokens) costmeter uses for MODEL and where "
+        "they come from (override, COSTMETER_PRICES_FILE, genai-prices, tokencost).",
+        epilog="examples:\n  costmeter price gpt-5\n  costmeter price gpt-5-mini --tier flex "
+        "--format json\n\nexit codes: 0 ok, 2 usage error, 4 no price known for the model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument(
+        "--tier", default=None, help="service tier: default, flex, priority, batch, ..."
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.set_defaults(handler=_cmd_price)
+
+
+# -- estimate ------------------------------------------------------------------------------------
+
+
+def _read_body(name: str) -> dict[str, Any]:
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Unreadable(name, exc) from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise _UsageError(f"{name} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _UsageError(f"{name} must hold a JSON object (a request body)")
+    return body
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from costmeter._errors import ConfigurationError, UnknownModelError  # noqa: PLC0415
+
+    try:  # imported here: the other commands must work without it
+        estimate: Any = importlib.import_module("costmeter._estimate").estimate
+    except (ImportError, AttributeError):
+        _say("estimate is not available in this version of costmeter")
+        return EXIT_USAGE
+    body = _read_body(args.request)
+    body_model = body.pop("model", None)
+    model = args.model or body_model
+    if not isinstance(model, str) or not model:
+        raise _UsageError('no model: pass --model MODEL or put "model" in the request body')
+    try:
+        result = estimate(model=model, **body)
+    except UnknownModelError as exc:
+        _say(str(exc))
+        return EXIT_UNKNOWN_MODEL
+    except (ConfigurationError, TypeError) as exc:
+        raise _UsageError(f"cannot estimate this request: {exc}") from None
+    cost = getattr(result, "cost_usd", None)
+    reasons = [str(reason) for reason in getattr(result, "reasons", ()) or ()]
+    data = {
+        "model": getattr(result, "model", model),
+        "input_tokens": getattr(result, "input_tokens", None),
+        "max_output_tokens": getattr(result, "max_output_tokens", None),
+        "output_bound_from_request": getattr(result, "output_bound_from_request", None),
+        "cost_usd": None if cost is None else format(cost, "f"),
+        "complete": getattr(result, "complete", None),
+        "reasons": reasons,
+        "price_source": getattr(result, "price_source", None),
+    }
+    if args.format == "json":
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    bound = "from the request" if data["output_bound_from_request"] else "model default"
+    cost_text = "unknown (no price for this model)" if cost is None else f"${data['cost_usd']}"
+    complete = "yes" if data["complete"] else "no"
+    sys.stdout.write(
+        f"model               {data['model']}\n"
+        f"input tokens        {data['input_tokens']}\n"
+        f"max output tokens   {data['max_output_tokens']} ({bound})\n"
+        f"worst-case cost     {cost_text}"
+        + (f" (prices: {data['price_source']})" if data["price_source"] else "")
+        + "\n"
+        f"complete estimate   {complete}\n"
+    )
+    for reason in reasons:
+        sys.stdout.write(f"  - {reason}\n")
+    return EXIT_OK
+
+
+def _add_estimate(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "estimate",
+        help="worst-case cost of a request body, before sending it",
+        description="Estimate the input tokens and worst-case cost of a request body (the JSON "
+        "you would pass to responses.create / chat.completions.create), offline.",
+        epilog="examples:\n  costmeter estimate --model gpt-5 request.json\n"
+        '  echo \'{"input": "hi", "max_output_tokens": 500}\' | '
+        "costmeter estimate --model gpt-5-mini\n\n"
+        "exit codes: 0 ok, 2 usage error (bad JSON), 3 unreadable file, 4 unknown model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", help='the model (default: the body\'s "model")')
+    parser.add_argument(
+        "request", nargs="?", default="-", metavar="REQUEST.json", help="request body, or - (stdin)"
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.set_defaults(handler=_cmd_estimate)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+# Built-in subcommands, then optional ones as (module, function): the function receives the
+# subparsers and adds its command (with a ``handler`` default). A missing module means no command.
+_COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_report, _add_price, _add_estimate)
+_OPTIONAL_COMMANDS: tuple[tuple[str, str], ...] = (("costmeter._demo", "register"),)
+
+
+def _optional_command(module_name: str, function: str) -> Callable[[Subparsers], None] | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    register: Callable[[Subparsers], None] | None = getattr(module, function, None)
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``costmeter`` argument parser with every available subcommand."""
+    from costmeter import __version__  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="costmeter: what your OpenAI calls cost, read from costmeter's logs.",
+        epilog=_QUICK_START,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for register in _COMMANDS:
+        register(subparsers)
+    for module_name, function in _OPTIONAL_COMMANDS:
+        optional = _optional_command(module_name, function)
+        if optional is not None:
+            optional(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``costmeter`` with *argv* (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or an argparse usage error
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else 2)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except _UsageError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    except _Unreadable as exc:
+        _say(f"error: {exc}")
+        return EXIT_UNREADABLE
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into e.g. `head`: stop quietly (and keep Python from complaining at exit).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        return EXIT_PIPE_CLOSED

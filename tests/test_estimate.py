@@ -1,0 +1,502 @@
+"""The pre-flight estimator: counts against real recorded traffic, reasons, bounds, costs."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from costmeter import ConfigurationError, count_tokens, price_of
+from costmeter import _estimate as estimate_module
+from costmeter._estimate import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    Estimate,
+    count_request_input,
+    estimate,
+    output_tokens_of,
+)
+from costmeter._tokenizer import encoding_for
+from tests.conftest import load_traffic
+
+TRAFFIC = load_traffic()
+# Labels meaning the billed input holds content the request does not show in full.
+HIDDEN_CONTEXT = {
+    "previous_response_id",
+    "hosted_tools",
+    "image",
+    "audio",
+    "file",
+    "reasoning_items_in_input",
+    "encrypted_items_in_input",
+}
+# Known misses, kept visible rather than hidden by a looser bound.
+KNOWN_MISSES = {
+    "pydantic-ai-39.json": "o1-mini bills ~8 hidden tokens the cookbook formula cannot see",
+    "openllmetry-3.json": "a nested $ref schema renders shorter than the server's (-10%)",
+}
+
+
+def recorded_input(record: dict[str, Any]) -> int:
+    usage = record["usage"]
+    return int(usage.get("input_tokens", usage.get("prompt_tokens")))
+
+
+def count(record: dict[str, Any]) -> tuple[int, bool, tuple[str, ...]]:
+    request = record["request"]
+    return count_request_input(record["endpoint"], request, request["model"])
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid, tiny, all-black grayscale PNG built with the standard library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(height)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def user_image(url: str, detail: str = "auto") -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": url, "detail": detail},
+            ],
+        }
+    ]
+
+
+class TestRecordedTraffic:
+    @pytest.mark.parametrize(
+        ("name", "record"),
+        [
+            pytest.param(
+                name,
+                record,
+                marks=[pytest.mark.xfail(reason=KNOWN_MISSES[name])]
+                if name in KNOWN_MISSES
+                else [],
+            )
+            for name, record in TRAFFIC
+            if "early_responses_api" not in record["meta"]["features"]
+        ],
+        ids=[
+            name
+            for name, record in TRAFFIC
+            if "early_responses_api" not in record["meta"]["features"]
+        ],
+    )
+    def test_complete_estimates_are_within_bound(self, name: str, record: dict[str, Any]) -> None:
+        """Complete: within max(2%, 1 token) for text, max(5%, 10 tokens) with tools."""
+        tokens, complete, reasons = count(record)
+        features = set(record["meta"]["features"])
+        if not complete:
+            assert features & HIDDEN_CONTEXT, reasons
+            return
+        error = abs(tokens - recorded_input(record))
+        if features & {"function_tools", "tool_results"}:
+            assert error <= max(0.05 * recorded_input(record), 10)
+        else:
+            assert error <= max(0.02 * recorded_input(record), 1)
+
+    @pytest.mark.parametrize(
+        ("name", "record"),
+        [(n, r) for n, r in TRAFFIC if set(r["meta"]["features"]) & (HIDDEN_CONTEXT - {"image"})],
+        ids=[n for n, r in TRAFFIC if set(r["meta"]["features"]) & (HIDDEN_CONTEXT - {"image"})],
+    )
+    def test_hidden_context_is_reported_incomplete(self, name: str, record: dict[str, Any]) -> None:
+        """Recordings billed for context the request does not carry are never called complete."""
+        _, complete, reasons = count(record)
+
+        assert not complete
+        assert reasons
+
+
+class TestCountingRules:
+    def test_string_input_is_one_user_message(self) -> None:
+        """A string ``input`` counts exactly like a one-message list."""
+        as_list = count_request_input(
+            "responses", {"input": [{"role": "user", "content": "Hi there"}]}, "gpt-4o"
+        )
+
+        assert count_request_input("responses", {"input": "Hi there"}, "gpt-4o") == as_list
+
+    def test_message_formula(self) -> None:
+        """A message costs 3 + role + content, and the reply is primed with 3 (non-reasoning)."""
+        text = "The quick brown fox jumps over the lazy dog."
+        body = {"input": text, "instructions": "Be brief."}
+        expected = (
+            (3 + 1 + count_tokens("Be brief.", model="gpt-4o"))
+            + (3 + 1 + count_tokens(text, model="gpt-4o"))
+            + 3
+        )
+
+        assert count_request_input("responses", body, "gpt-4o") == (expected, True, ())
+
+    def test_reasoning_models_prime_with_two_plus_two_per_assistant_turn(self) -> None:
+        """o-series/gpt-5 prime with 2 and pay 2 more per earlier assistant message."""
+        body = {"input": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+        plain, _, _ = count_request_input("responses", body, "gpt-4o")
+
+        assert count_request_input("responses", body, "gpt-5")[0] == plain - 3 + 2 + 2
+
+    def test_empty_instructions_send_no_message(self) -> None:
+        """``instructions=""`` adds nothing, as the API bills it."""
+        assert count_request_input(
+            "responses", {"input": "hi", "instructions": ""}, "gpt-4o"
+        ) == count_request_input("responses", {"input": "hi"}, "gpt-4o")
+
+    def test_chat_name_costs_one_more(self) -> None:
+        """A Chat ``name`` costs its tokens plus one."""
+        plain = count_request_input(
+            "chat.completions", {"messages": [{"role": "user", "content": "x"}]}, "gpt-4o"
+        )[0]
+        named = count_request_input(
+            "chat.completions",
+            {"messages": [{"role": "user", "content": "x", "name": "bob"}]},
+            "gpt-4o",
+        )[0]
+
+        assert named == plain + 1 + count_tokens("bob", model="gpt-4o")
+
+    def test_function_tools_add_tokens_and_stay_complete(self) -> None:
+        """Client-side function tools are counted and do not make the estimate incomplete."""
+        tool = {
+            "type": "function",
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+        without = count_request_input("responses", {"input": "hi"}, "gpt-4o")[0]
+        tokens, complete, _ = count_request_input(
+            "responses", {"input": "hi", "tools": [tool]}, "gpt-4o"
+        )
+
+        assert complete
+        assert tokens > without
+
+    def test_embeddings_sum_strings_and_token_arrays(self) -> None:
+        """Embeddings bill the inputs' tokens with no framing; token arrays count their length."""
+        assert count_request_input(
+            "embeddings", {"input": ["hello world", [1, 2, 3]]}, "text-embedding-3-small"
+        ) == (
+            count_tokens("hello world", model="text-embedding-3-small") + 3,
+            True,
+            (),
+        )
+        assert (
+            count_request_input("embeddings", {"input": [5, 6]}, "text-embedding-3-small")[0] == 2
+        )
+
+    def test_unknown_api_is_rejected(self) -> None:
+        """An api name the estimator does not know is a configuration error."""
+        with pytest.raises(ConfigurationError, match="api"):
+            count_request_input("images", {}, "gpt-4o")
+
+
+class TestIncompleteReasons:
+    @pytest.mark.parametrize(
+        ("kwargs", "reason"),
+        [
+            ({"input": "hi", "previous_response_id": "resp_1"}, "previous_response_id"),
+            ({"input": "hi", "conversation": "conv_1"}, "conversation"),
+            ({"prompt": {"id": "pmpt_1"}}, "prompt_template"),
+            ({"input": "hi", "reasoning": {"mode": "pro"}}, "reasoning_mode_pro"),
+            (
+                {
+                    "input": [
+                        {
+                            "type": "reasoning",
+                            "id": "rs_1",
+                            "summary": [],
+                            "encrypted_content": "gAAA",
+                        }
+                    ]
+                },
+                "reasoning_items",
+            ),
+            ({"input": [{"type": "compaction", "encrypted_content": "gAAA"}]}, "encrypted_content"),
+            (
+                {
+                    "input": [
+                        {"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}
+                    ]
+                },
+                "input_file",
+            ),
+            ({"input": user_image("https://example.com/cat.png")}, "unmeasured_image"),
+            (
+                {
+                    "input": [
+                        {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}
+                    ]
+                },
+                "unmeasured_image",
+            ),
+            (
+                {
+                    "input": [
+                        {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}
+                    ]
+                },
+                "audio",
+            ),
+            ({"input": "hi", "tools": [{"type": "web_search"}]}, "hosted_tools"),
+            (
+                {"input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]},
+                "hosted_tools",
+            ),
+            (
+                {
+                    "input": "hi",
+                    "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+                },
+                "hosted_tools",
+            ),
+            ({"input": "hi", "tools": [{"type": "mcp", "server_label": "x"}]}, "hosted_tools"),
+            ({"input": "hi", "tools": [{"type": "image_generation"}]}, "hosted_tools"),
+            ({"input": [{"type": "web_search_call", "id": "ws_1"}]}, "hosted_tools"),
+        ],
+    )
+    def test_responses_context_the_client_cannot_see(
+        self, kwargs: dict[str, Any], reason: str
+    ) -> None:
+        """Each kind of invisible context makes the estimate incomplete and is named."""
+        result = estimate(model="gpt-4o", **kwargs)
+
+        assert result.complete is False
+        assert reason in result.reasons
+
+    @pytest.mark.parametrize(
+        ("message", "reason"),
+        [
+            (
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}
+                    ],
+                },
+                "audio",
+            ),
+            (
+                {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]},
+                "input_file",
+            ),
+            (
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://x/y.jpg"}}],
+                },
+                "unmeasured_image",
+            ),
+        ],
+    )
+    def test_chat_context_the_client_cannot_see(self, message: dict[str, Any], reason: str) -> None:
+        """Chat audio, files and remote images are named as unmeasured."""
+        result = estimate(model="gpt-4o", messages=[message])
+
+        assert (result.complete, reason in result.reasons) == (False, True)
+
+    def test_compaction_is_never_complete(self) -> None:
+        """The compaction pass adds its own hidden prompt."""
+        _, complete, reasons = count_request_input("responses.compact", {"input": "hi"}, "gpt-4o")
+
+        assert (complete, reasons) == (False, ("compaction_prompt",))
+
+    def test_plain_request_is_complete(self) -> None:
+        """A plain text request has nothing hidden."""
+        result = estimate(model="gpt-4o", input="hi")
+
+        assert (result.complete, result.reasons) == (True, ())
+
+
+class TestImages:
+    @pytest.mark.parametrize(
+        ("model", "detail", "size", "image_tokens"),
+        [
+            ("gpt-4o", "auto", (1024, 1024), 85 + 170 * 4),  # 768x768 after scaling: 2x2 tiles
+            ("gpt-4o", "low", (1024, 1024), 85),
+            ("gpt-4o", "high", (4096, 2048), 85 + 170 * 6),  # 2048x1024 -> 1536x768: 3x2 tiles
+            ("gpt-5", "auto", (512, 512), 70 + 140),
+            ("gpt-4.1-nano", "auto", (540, 360), 502),  # ceil(17*12 * 2.46)
+            ("gpt-4.1-mini", "auto", (64, 64), 7),  # ceil(4 * 1.62)
+        ],
+    )
+    def test_data_url_png_is_measured(
+        self, model: str, detail: str, size: tuple[int, int], image_tokens: int
+    ) -> None:
+        """A data-URL image is decoded for its size and priced by the model's tile/patch rule."""
+        text_only = estimate(
+            model=model,
+            input=[{"role": "user", "content": [{"type": "input_text", "text": "What is this?"}]}],
+        )
+
+        result = estimate(model=model, input=user_image(data_url(png(*size)), detail))
+
+        assert result.complete
+        assert result.input_tokens - text_only.input_tokens == image_tokens
+
+    def test_chat_image_url_part_is_measured(self) -> None:
+        """Chat ``image_url`` parts with a data URL are measured too."""
+        part = {
+            "type": "image_url",
+            "image_url": {"url": data_url(png(512, 512)), "detail": "high"},
+        }
+
+        result = estimate(model="gpt-4o", messages=[{"role": "user", "content": [part]}])
+
+        assert (result.complete, result.input_tokens) == (True, 3 + 1 + 85 + 170 + 3)
+
+    @pytest.mark.parametrize(
+        ("data", "mime"),
+        [
+            (b"GIF89a" + struct.pack("<HH", 300, 200) + bytes(20), "image/gif"),
+            (
+                b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x11\x08"
+                + struct.pack(">HH", 200, 300)
+                + bytes(20),
+                "image/jpeg",
+            ),
+            (
+                b"RIFF\x00\x00\x00\x00WEBPVP8X"
+                + bytes(8)
+                + (299).to_bytes(3, "little")
+                + (199).to_bytes(3, "little"),
+                "image/webp",
+            ),
+        ],
+        ids=["gif", "jpeg", "webp"],
+    )
+    def test_other_formats_are_measured(self, data: bytes, mime: str) -> None:
+        """GIF, JPEG and WEBP headers give 300x200 with the standard library alone."""
+        assert estimate_module._image_size(data_url(data, mime)) == (300, 200)
+
+
+class TestOutputBound:
+    def test_default_bound(self) -> None:
+        """Without a limit the worst case uses DEFAULT_MAX_OUTPUT_TOKENS, and says so."""
+        result = estimate(model="gpt-4o", input="hi")
+
+        assert (result.max_output_tokens, result.output_bound_from_request) == (
+            DEFAULT_MAX_OUTPUT_TOKENS,
+            False,
+        )
+        assert DEFAULT_MAX_OUTPUT_TOKENS == 4096
+
+    @pytest.mark.parametrize("key", ["max_output_tokens", "max_completion_tokens", "max_tokens"])
+    def test_request_bound(self, key: str) -> None:
+        """The request's own output limit is the bound."""
+        result = estimate(model="gpt-4o", input="hi", **{key: 123})
+
+        assert (result.max_output_tokens, result.output_bound_from_request) == (123, True)
+
+
+class TestCost:
+    def test_cost_is_input_plus_bounded_output(self) -> None:
+        """cost_usd = input tokens x input price + bound x output price, per million."""
+        price = price_of("gpt-4o-mini")
+
+        result = estimate(
+            model="gpt-4o-mini", input="Hello there, how are you?", max_output_tokens=200
+        )
+
+        assert result.cost_usd == (
+            result.input_tokens * price.input_per_mtok + 200 * price.output_per_mtok
+        ) / Decimal(1_000_000)
+        assert result.price_source == price.source
+
+    def test_service_tier_prices(self) -> None:
+        """A service_tier kwarg prices at that tier."""
+        price = price_of("gpt-5", service_tier="flex")
+
+        result = estimate(model="gpt-5", input="hi", max_output_tokens=10, service_tier="flex")
+
+        assert result.cost_usd == (
+            result.input_tokens * price.input_per_mtok + 10 * price.output_per_mtok
+        ) / Decimal(1_000_000)
+
+    def test_unknown_model_has_no_cost(self) -> None:
+        """An unpriced model still gets a token estimate, with cost_usd None (never an error)."""
+        result = estimate(model="my-private-model-9000", input="hi")
+
+        assert isinstance(result, Estimate)
+        assert (result.cost_usd, result.price_source, result.input_tokens > 0) == (None, None, True)
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"model": 42, "input": "hi"}, "model"),
+            ({"model": "", "input": "hi"}, "model"),
+            ({"model": "gpt-4o", "input": "hi", "max_output_tokens": -1}, "max_output_tokens"),
+            ({"model": "gpt-4o", "input": "hi", "max_output_tokens": 1.5}, "max_output_tokens"),
+            ({"model": "gpt-4o", "input": "hi", "max_output_tokens": True}, "max_output_tokens"),
+            ({"model": "gpt-4o", "input": 42}, "input"),
+            ({"model": "gpt-4o", "messages": "hello"}, "messages"),
+            ({"model": "gpt-4o", "input": "hi", "tools": {"type": "function"}}, "tools"),
+        ],
+    )
+    def test_rejected_with_the_problem_named(self, kwargs: dict[str, Any], match: str) -> None:
+        """Invalid arguments raise ConfigurationError naming the argument."""
+        with pytest.raises(ConfigurationError, match=match):
+            estimate(**kwargs)
+
+
+class TestMemo:
+    def test_only_new_content_is_tokenized(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Re-estimating a conversation with one more message encodes only that message."""
+        real = encoding_for("gpt-4o")
+        encoded: list[str] = []
+
+        class Spy:
+            name = real.name
+
+            def encode_ordinary(self, text: str) -> list[int]:
+                encoded.append(text)
+                return real.encode_ordinary(text)
+
+        monkeypatch.setitem(estimate_module._ENCODINGS, "o200k_base", Spy())
+        estimate_module._count.cache_clear()
+        history = [
+            {"role": "user", "content": f"message number {i} with its own text"} for i in range(10)
+        ]
+        estimate(model="gpt-4o", input=history, instructions="Be brief.")
+        encoded.clear()
+
+        estimate(
+            model="gpt-4o",
+            input=[*history, {"role": "user", "content": "the new one"}],
+            instructions="Be brief.",
+        )
+
+        assert encoded == ["the new one"]
+        estimate_module._count.cache_clear()
+
+    def test_memo_is_bounded(self) -> None:
+        """The memo is an LRU with a fixed size, so long-running processes do not grow."""
+        assert estimate_module._count.cache_info().maxsize == 8192
+
+
+class TestOutputTokens:
+    def test_deltas_are_joined_before_counting(self) -> None:
+        """Streamed deltas count as the text they form (a token can straddle two deltas)."""
+        assert output_tokens_of(["Hel", "lo, wor", "ld!"], "gpt-4o") == count_tokens(
+            "Hello, world!", model="gpt-4o"
+        )
+        assert output_tokens_of([], "gpt-4o") == 0
