@@ -19,10 +19,7 @@ _real_connect = socket.socket.connect
 
 def load_traffic() -> list[tuple[str, dict[str, Any]]]:
     """Every recorded real interaction, as (file name, record)."""
-    return [
-        (path.name, json.loads(path.read_text()))
-        for path in sorted(TRAFFIC.glob("*.json"))
-    ]
+    return [(path.name, json.loads(path.read_text())) for path in sorted(TRAFFIC.glob("*.json"))]
 
 
 def _guarded_connect(self: socket.socket, address: Any) -> Any:

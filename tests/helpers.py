@@ -93,7 +93,11 @@ def sse(events: list[dict[str, Any]], *, done: bool = False) -> bytes:
 
 
 def chat_body(
-    *, model: str = "gpt-4o-mini-2024-07-18", prompt: int = 50, completion: int = 12, cached: int = 0
+    *,
+    model: str = "gpt-4o-mini-2024-07-18",
+    prompt: int = 50,
+    completion: int = 12,
+    cached: int = 0,
 ) -> dict[str, Any]:
     """A Chat Completions response."""
     return {

@@ -1,7 +1,6 @@
 """The ``costmeter`` command: report, price, estimate, help and exit codes."""
 
 # structlog test style (expected == actual) trips SIM300.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

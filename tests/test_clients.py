@@ -6,7 +6,6 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 import respx
@@ -39,7 +38,12 @@ class TestDropIn:
         """The metered clients are the SDK's clients."""
         assert isinstance(client, openai.OpenAI)
         assert isinstance(aclient, openai.AsyncOpenAI)
-        assert isinstance(costmeter.AzureOpenAI(api_key="k", api_version="2024-10-21", azure_endpoint="https://x.test"), openai.AzureOpenAI)
+        assert isinstance(
+            costmeter.AzureOpenAI(
+                api_key="k", api_version="2024-10-21", azure_endpoint="https://x.test"
+            ),
+            openai.AzureOpenAI,
+        )
 
     def test_with_options_and_copy_stay_metered(
         self, client: costmeter.OpenAI, httpx2_mock: respx.Router
@@ -58,7 +62,9 @@ class TestDropIn:
         assert capped.with_options(timeout=3).budget is capped.budget
         assert 1 == capped.budget.calls  # type: ignore[union-attr]
 
-    def test_request_body_unchanged(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
+    def test_request_body_unchanged(
+        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
+    ) -> None:
         """The bytes sent are exactly what the bare SDK sends."""
         route = httpx2_mock.post("/responses").respond(json=response_body())
         kwargs: dict[str, Any] = {
@@ -146,7 +152,13 @@ class TestNonStreaming:
         """compact() is billed, priced as the request's model (the response names none)."""
         usage = {"input_tokens": 156, "output_tokens": 190, "total_tokens": 346}
         httpx2_mock.post("/responses/compact").respond(
-            json={"id": "cmp_1", "object": "response.compaction", "created_at": 1, "output": [], "usage": usage}
+            json={
+                "id": "cmp_1",
+                "object": "response.compaction",
+                "created_at": 1,
+                "output": [],
+                "usage": usage,
+            }
         )
 
         with capture_logs() as logs:
@@ -168,7 +180,13 @@ class TestNonStreaming:
             json={"object": "response.input_tokens", "input_tokens": 12}
         )
         httpx2_mock.get("/responses/resp_1/input_items").respond(
-            json={"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+            json={
+                "object": "list",
+                "data": [],
+                "first_id": None,
+                "last_id": None,
+                "has_more": False,
+            }
         )
         httpx2_mock.delete("/responses/resp_1").respond(status_code=200, json={})
 
@@ -188,7 +206,9 @@ class TestNonStreaming:
 
         assert "incomplete" == calls(logs)[0]["outcome"]
 
-    def test_unknown_model_proceeds(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
+    def test_unknown_model_proceeds(
+        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
+    ) -> None:
         """An unpriced model outside a budget: the call proceeds, cost is null, status says why."""
         httpx2_mock.post("/responses").respond(json=response_body(model="gpt-6.2-sol"))
 
@@ -218,7 +238,9 @@ class TestNonStreaming:
 
 
 class TestErrors:
-    def test_http_error_bills_nothing(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
+    def test_http_error_bills_nothing(
+        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
+    ) -> None:
         """A failed request raises the SDK's own error and logs outcome error at $0."""
         httpx2_mock.post("/responses").respond(
             status_code=400, json={"error": {"message": "bad", "type": "invalid_request_error"}}
@@ -240,8 +262,10 @@ class TestErrors:
         client = costmeter.OpenAI(api_key="k", base_url=BASE_URL, max_retries=2)
         httpx2_mock.post("/responses").mock(
             side_effect=[
-                httpx2.Response(500, json={"error": {"message": "x"}}, headers={"retry-after-ms": "0"}),
-                httpx2.Response(200, json=response_body()),
+                respx.MockResponse(
+                    500, json={"error": {"message": "x"}}, headers={"retry-after-ms": "0"}
+                ),
+                respx.MockResponse(200, json=response_body()),
             ]
         )
 
@@ -254,7 +278,10 @@ class TestErrors:
     def test_internal_failure_never_breaks_the_call(
         self, client: costmeter.OpenAI, httpx2_mock: respx.Router, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A bug inside costmeter becomes costmeter.internal_error; the user's call succeeds."""
+        """
+        A bug inside costmeter becomes costmeter.internal_error; the user's call succeeds and the
+        call event still goes out with its reported tokens, flagged unpriced.
+        """
         costmeter.set_strict(False)
         httpx2_mock.post("/responses").respond(json=response_body())
 
@@ -267,14 +294,22 @@ class TestErrors:
             result = client.responses.create(model="gpt-5-mini", input="hi")
 
         assert "Hello!" == result.output_text
-        assert ["costmeter.internal_error"] == [e["event"] for e in logs if "internal" in e["event"]]
-        assert "pricing exploded" in [e for e in logs if e["event"] == "costmeter.internal_error"][0]["error"]
+        [internal] = [e for e in logs if e["event"] == "costmeter.internal_error"]
+        assert ("price", "pricing exploded") == (internal["stage"], internal["error"])
+        [event] = calls(logs)
+        assert (120, None, "error") == (
+            event["input_tokens"],
+            event["cost_usd"],
+            event["price_status"],
+        )
 
 
 class TestRawResponses:
     def test_with_raw_response(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
         """with_raw_response is metered even if the caller never parses; parse() still works."""
-        httpx2_mock.post("/responses").respond(json=response_body(), headers={"x-request-id": "req_raw"})
+        httpx2_mock.post("/responses").respond(
+            json=response_body(), headers={"x-request-id": "req_raw"}
+        )
 
         with capture_logs() as logs:
             raw = client.responses.with_raw_response.create(model="gpt-5-mini", input="hi")
@@ -301,7 +336,11 @@ class TestRawResponses:
 
         assert any(line.startswith("data:") for line in lines)
         [event] = calls(logs)
-        assert ("reported", 40, True) == (event["usage_source"], event["output_tokens"], event["stream"])
+        assert ("reported", 40, True) == (
+            event["usage_source"],
+            event["output_tokens"],
+            event["stream"],
+        )
 
     def test_streaming_response_json_body(
         self, client: costmeter.OpenAI, httpx2_mock: respx.Router
@@ -310,7 +349,9 @@ class TestRawResponses:
         httpx2_mock.post("/responses").respond(json=response_body())
 
         with capture_logs() as logs:
-            with client.responses.with_streaming_response.create(model="gpt-5-mini", input="hi") as raw:
+            with client.responses.with_streaming_response.create(
+                model="gpt-5-mini", input="hi"
+            ) as raw:
                 data = raw.json()
 
         assert "resp_abc123" == data["id"]
@@ -327,9 +368,9 @@ class TestBackground:
         httpx2_mock.post("/responses").respond(json=queued)
         httpx2_mock.get("/responses/resp_abc123").mock(
             side_effect=[
-                httpx2.Response(200, json={**queued, "status": "in_progress"}),
-                httpx2.Response(200, json=done),
-                httpx2.Response(200, json=done),
+                respx.MockResponse(200, json={**queued, "status": "in_progress"}),
+                respx.MockResponse(200, json=done),
+                respx.MockResponse(200, json=done),
             ]
         )
         httpx2_mock.post("/responses/resp_abc123/cancel").respond(json=done)
@@ -343,7 +384,11 @@ class TestBackground:
 
         assert 0 == after_create
         [event] = calls(logs)
-        assert (True, "gpt-5-mini", 120) == (event["background"], event["model"], event["input_tokens"])
+        assert (True, "gpt-5-mini", 120) == (
+            event["background"],
+            event["model"],
+            event["input_tokens"],
+        )
 
     def test_replay_of_a_billed_stream_is_free(
         self, client: costmeter.OpenAI, httpx2_mock: respx.Router
@@ -351,11 +396,17 @@ class TestBackground:
         """A background stream replayed with starting_after is not billed again."""
         body = response_body(background=True, response_id="resp_bg2")
         stream = sse(response_events(body))
-        httpx2_mock.post("/responses").respond(content=stream, headers={"content-type": "text/event-stream"})
-        httpx2_mock.get("/responses/resp_bg2").respond(content=stream, headers={"content-type": "text/event-stream"})
+        httpx2_mock.post("/responses").respond(
+            content=stream, headers={"content-type": "text/event-stream"}
+        )
+        httpx2_mock.get("/responses/resp_bg2").respond(
+            content=stream, headers={"content-type": "text/event-stream"}
+        )
 
         with capture_logs() as logs:
-            for _ in client.responses.create(model="gpt-5-mini", input="hi", background=True, stream=True):
+            for _ in client.responses.create(
+                model="gpt-5-mini", input="hi", background=True, stream=True
+            ):
                 pass
             for _ in client.responses.retrieve("resp_bg2", stream=True, starting_after=2):
                 pass

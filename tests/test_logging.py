@@ -1,7 +1,6 @@
 """JSON-lines sinks, `emit`, the OpenTelemetry key processor and ``COSTMETER_LOG_FILE``."""
 
 # structlog test style (expected == actual) trips SIM300.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -117,7 +117,11 @@ class TestRecordedUsage:
 class TestSemantics:
     def test_reasoning_is_part_of_output(self) -> None:
         """Reasoning tokens are billed once, inside output_tokens."""
-        usage = {"input_tokens": 0, "output_tokens": 100, "output_tokens_details": {"reasoning_tokens": 90}}
+        usage = {
+            "input_tokens": 0,
+            "output_tokens": 100,
+            "output_tokens_details": {"reasoning_tokens": 90},
+        }
 
         assert Decimal("0.001") == cost_of("gpt-5", usage).output_usd
 
@@ -185,7 +189,11 @@ class TestSources:
 
         price = _from_tokencost(parse_model("gpt-4-turbo"), "default")
         assert price is not None
-        usage = {"prompt_tokens": 2000, "prompt_tokens_details": {"cached_tokens": 1024}, "completion_tokens": 0}
+        usage = {
+            "prompt_tokens": 2000,
+            "prompt_tokens_details": {"cached_tokens": 1024},
+            "completion_tokens": 0,
+        }
 
         assert ("tokencost", Decimal(10), Decimal(10)) == (
             price.source,
@@ -218,7 +226,9 @@ class TestSources:
             "_tokencost_table(); costmeter.price_of('gpt-5');"
             "print('tokencost' in sys.modules, 'anthropic' in sys.modules)"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
 
         assert "False False" == out.stdout.strip()
 
@@ -237,7 +247,9 @@ class TestSources:
     def test_override_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A TOML file named by COSTMETER_PRICES_FILE prices models nobody else knows."""
         path = tmp_path / "prices.toml"
-        path.write_text('[my-model]\ninput = "1.5"\noutput = "6"\n[my-model.tiers.flex]\ninput = "0.75"\noutput = "3"\n')
+        path.write_text(
+            '[my-model]\ninput = "1.5"\noutput = "6"\n[my-model.tiers.flex]\ninput = "0.75"\noutput = "3"\n'
+        )
         monkeypatch.setenv(PRICES_FILE_ENV, str(path))
 
         assert Decimal("1.5") == price_of("my-model").input_per_mtok
@@ -321,7 +333,11 @@ class TestBadInput:
         [
             {"input_tokens": -1, "output_tokens": 0},
             {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 11}, "output_tokens": 0},
-            {"input_tokens": 1, "output_tokens": 1, "output_tokens_details": {"reasoning_tokens": 2}},
+            {
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "output_tokens_details": {"reasoning_tokens": 2},
+            },
             {"input_tokens": "12", "output_tokens": 1},
             {"total_tokens": 3},
             "nonsense",

@@ -18,6 +18,9 @@ from costmeter._errors import (
     PricingError,
     UnknownModelError,
 )
+from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
+from costmeter._instrument import instrument
+from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys
 from costmeter._meter import set_strict
 from costmeter._pricing import (
     Cost,
@@ -33,6 +36,8 @@ from costmeter._usage import Usage, UsageError
 
 __version__ = "0.1.0"
 
+configure_from_env()
+
 __all__ = [
     "AsyncAzureOpenAI",
     "AsyncOpenAI",
@@ -42,7 +47,10 @@ __all__ = [
     "ConfigurationError",
     "Cost",
     "CostmeterError",
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "Estimate",
     "LedgerError",
+    "LogSink",
     "ModelPrice",
     "OpenAI",
     "PricingError",
@@ -54,6 +62,10 @@ __all__ = [
     "clear_price_overrides",
     "cost_of",
     "count_tokens",
+    "estimate",
+    "instrument",
+    "log_to",
+    "otel_genai_keys",
     "price_of",
     "register_prices",
     "set_strict",

@@ -95,12 +95,10 @@ class OpenAI(_Options, openai.OpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
 
-    def request(  # type: ignore[override]
+    def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
-        return request_sync(
-            self._costmeter, super().request, cast_to, options, stream, stream_cls
-        )
+        return request_sync(self._costmeter, super().request, cast_to, options, stream, stream_cls)
 
 
 class AsyncOpenAI(_Options, openai.AsyncOpenAI):
@@ -118,7 +116,7 @@ class AsyncOpenAI(_Options, openai.AsyncOpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
 
-    async def request(  # type: ignore[override]
+    async def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
         return await request_async(
@@ -149,12 +147,10 @@ class AzureOpenAI(_Options, openai.AzureOpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
 
-    def request(  # type: ignore[override]
+    def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
-        return request_sync(
-            self._costmeter, super().request, cast_to, options, stream, stream_cls
-        )
+        return request_sync(self._costmeter, super().request, cast_to, options, stream, stream_cls)
 
 
 class AsyncAzureOpenAI(_Options, openai.AsyncAzureOpenAI):
@@ -173,7 +169,7 @@ class AsyncAzureOpenAI(_Options, openai.AsyncAzureOpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
 
-    async def request(  # type: ignore[override]
+    async def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
         return await request_async(

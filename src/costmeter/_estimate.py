@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter._errors import ConfigurationError, UnknownModelError
-from costmeter._pricing import price_of
+from costmeter._pricing import ModelPrice, price_of
 from costmeter._tokenizer import encoding_for
 
 __all__ = [
@@ -46,7 +46,9 @@ __all__ = [
     "Estimate",
     "count_request_input",
     "estimate",
+    "output_bound",
     "output_tokens_of",
+    "worst_case_usd",
 ]
 
 DEFAULT_MAX_OUTPUT_TOKENS: int = 4096
@@ -479,7 +481,7 @@ def estimate(*, model: str, messages: object = None, **request_kwargs: Any) -> E
         body["messages"] = messages
     api = "responses" if messages is None else "chat.completions"
     input_tokens, complete, reasons = count_request_input(api, body, model)
-    max_output = bound if isinstance(bound, int) else DEFAULT_MAX_OUTPUT_TOKENS
+    max_output, from_request = output_bound(api, body)
     cost: Decimal | None = None
     source: str | None = None
     try:
@@ -487,16 +489,42 @@ def estimate(*, model: str, messages: object = None, **request_kwargs: Any) -> E
     except UnknownModelError:
         pass
     else:
-        rates = price.for_input(input_tokens)
-        cost = (input_tokens * rates.input_per_mtok + max_output * rates.output_per_mtok) / _MILLION
+        cost = worst_case_usd(price, input_tokens, max_output)
         source = price.source
     return Estimate(
         model=model,
         input_tokens=input_tokens,
         max_output_tokens=max_output,
-        output_bound_from_request=bound_key is not None,
+        output_bound_from_request=from_request,
         cost_usd=cost,
         complete=complete,
         reasons=reasons,
         price_source=source,
     )
+
+
+def output_bound(api: str, body: Mapping[str, Any]) -> tuple[int, bool]:
+    """
+    The most output tokens the request can be billed for, and whether the request said so.
+
+    The request's own limit (which includes reasoning tokens, so it is a true worst case), else
+    `DEFAULT_MAX_OUTPUT_TOKENS`; embeddings have no output.
+    """
+    if api == "embeddings":
+        return 0, True
+    for key in _BOUND_KEYS:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value, True
+    return DEFAULT_MAX_OUTPUT_TOKENS, False
+
+
+def worst_case_usd(price: ModelPrice, input_tokens: int, max_output_tokens: int) -> Decimal:
+    """
+    Every input token at the full input rate (no cache hit is assumed) plus the whole output
+    bound, at the long-context rates when the input crosses their threshold.
+    """
+    rates = price.for_input(input_tokens)
+    return (
+        input_tokens * rates.input_per_mtok + max_output_tokens * rates.output_per_mtok
+    ) / _MILLION

@@ -39,7 +39,9 @@ class Instrumentation:
             if getattr(instance, "_costmeter", None) is not None:
                 return wrapped(*args, **kwargs)  # a costmeter client meters itself
 
-            def bind(cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
+            def bind(
+                cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+            ) -> Any:
                 return request_sync(config, wrapped, cast_to, options, stream, stream_cls)
 
             return bind(*args, **kwargs)
@@ -67,9 +69,9 @@ class Instrumentation:
         with _lock:
             for cls, original in reversed(self._originals):
                 if original is None:
-                    del cls.request  # type: ignore[attr-defined]
+                    del cls.request
                 else:
-                    cls.request = original  # type: ignore[method-assign]
+                    cls.request = original
             self._originals.clear()
             if _active is self:
                 _active = None

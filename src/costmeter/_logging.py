@@ -52,26 +52,28 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 __all__ = [
+    "BUDGET_EXCEEDED",
+    "BUDGET_THRESHOLD",
+    "CALL",
+    "INTERNAL_ERROR",
     "LOG_FILE_ENV",
+    "WARNING",
     "LogSink",
     "configure_from_env",
     "emit",
     "log_to",
     "otel_genai_keys",
+    "usd",
 ]
 
 LOG_FILE_ENV = "COSTMETER_LOG_FILE"
 
 CALL = "costmeter.call"
+BUDGET_EXCEEDED = "costmeter.budget.exceeded"
+BUDGET_THRESHOLD = "costmeter.budget.threshold"
 INTERNAL_ERROR = "costmeter.internal_error"
-_WARNING_EVENTS = frozenset(
-    {
-        "costmeter.budget.exceeded",
-        "costmeter.budget.threshold",
-        "costmeter.warning",
-        INTERNAL_ERROR,
-    }
-)
+WARNING = "costmeter.warning"
+_WARNING_EVENTS = frozenset({BUDGET_EXCEEDED, BUDGET_THRESHOLD, WARNING, INTERNAL_ERROR})
 _STREAM_QUEUE_LINES = 10_000  # per stream sink; beyond this lines are dropped and counted
 _CLOSE_TIMEOUT_S = 2.0
 
@@ -83,6 +85,18 @@ structlog_failures = 0  # events the application's structlog pipeline raised on 
 
 
 # -- emitting ------------------------------------------------------------------------------------
+
+
+def usd(amount: Decimal | None) -> float | None:
+    """
+    Render money for an event as a JSON number; ``None`` stays null.
+
+    Money is computed in `Decimal`; the event carries a float holding the Decimal's value, exact
+    for every amount with at most 15 significant digits (all per-call costs), so *any* JSON
+    renderer the application uses can serialise it, and ``json.loads(line, parse_float=Decimal)``
+    recovers the Decimal.
+    """
+    return None if amount is None else float(amount)
 
 
 def emit(event: str, fields: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ The sync and async shells (`costmeter._shell`) only do I/O around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from costmeter import _events
+from costmeter import _logging as _log
 from costmeter._budget import Budget, Reservation, active_budgets
 from costmeter._errors import BudgetExceededError, CostmeterError, UnknownModelError
 from costmeter._pricing import Cost, ModelPrice, cost_of, normalize_tier, price_of
@@ -201,7 +202,11 @@ class Call:
         """
         if self.route.kind != "create":
             return
-        from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, count_request_input  # noqa: PLC0415
+        from costmeter._estimate import (  # noqa: PLC0415  (tokenizer loads on first call only)
+            count_request_input,
+            output_bound,
+            worst_case_usd,
+        )
 
         price = self._requested_price()
         with self._guard("estimate"):
@@ -212,11 +217,9 @@ class Call:
                 tokens, complete = exact_input_tokens, True
             self.estimated_input_tokens = tokens
             self.estimate_complete = complete
-            bound = _output_bound(self.route.api, self.body, DEFAULT_MAX_OUTPUT_TOKENS)
             if price is not None:
-                self.estimated_cost = cost_of(
-                    price, Usage(input_tokens=tokens, output_tokens=bound)
-                ).total_usd
+                bound, _ = output_bound(self.route.api, self.body)
+                self.estimated_cost = worst_case_usd(price, tokens, bound)
         if not self.budgets:
             return
         if self.estimated_cost is None:
@@ -227,10 +230,10 @@ class Call:
         try:
             self.reservation = Reservation.take(self.budgets, self.estimated_cost, self.model)
         except BudgetExceededError as refusal:
-            _events.emit(_events.BUDGET_EXCEEDED, _exceeded_fields(refusal, refused=True))
+            _log.emit(_log.BUDGET_EXCEEDED, _exceeded_fields(refusal, refused=True))
             raise
         for warning in self.reservation.warned:
-            _events.emit(_events.BUDGET_EXCEEDED, _exceeded_fields(warning, refused=False))
+            _log.emit(_log.BUDGET_EXCEEDED, _exceeded_fields(warning, refused=False))
 
     def _requested_price(self) -> ModelPrice | None:
         """Price at the requested tier (priority costs more: the worst case must use it)."""
@@ -430,15 +433,15 @@ class Call:
         fields = self._fields(outcome, error, usage, source, cost, price_status)
         if problem is not None:
             fields["usage_problem"] = problem
-        _events.emit(_events.CALL, fields)
+        _log.emit(_log.CALL, fields)
         for b, fraction in crossed:
-            _events.emit(
-                _events.BUDGET_THRESHOLD,
+            _log.emit(
+                _log.BUDGET_THRESHOLD,
                 {
                     "budget": b.name,
                     "fraction": float(fraction),
-                    "limit_usd": _events.usd(b.limit_usd),
-                    "spent_usd": _events.usd(b.spent_usd),
+                    "limit_usd": _log.usd(b.limit_usd),
+                    "spent_usd": _log.usd(b.spent_usd),
                 },
             )
 
@@ -458,6 +461,12 @@ class Call:
             return cost_of(model, usage, service_tier=tier), "ok"
         except UnknownModelError:
             return None, "unknown_model"
+        except Exception as exc:
+            if _strict:
+                raise
+            # the event still goes out, with its tokens, flagged unpriced: nothing is lost
+            report_internal_error(exc, "price", self.route.api, self.model)
+            return None, "error"
 
     def _fields(
         self,
@@ -487,14 +496,14 @@ class Call:
             "web_search_calls": usage.web_search_calls,
             "usage_source": source,
             "estimated_input_tokens": self.estimated_input_tokens,
-            "estimated_cost_usd": _events.usd(self.estimated_cost),
+            "estimated_cost_usd": _log.usd(self.estimated_cost),
             "estimate_complete": self.estimate_complete,
-            "cost_usd": _events.usd(cost.total_usd) if cost else None,
-            "input_cost_usd": _events.usd(cost.input_usd) if cost else None,
-            "cached_input_cost_usd": _events.usd(cost.cached_input_usd) if cost else None,
-            "cache_write_cost_usd": _events.usd(cost.cache_write_usd) if cost else None,
-            "output_cost_usd": _events.usd(cost.output_usd) if cost else None,
-            "tool_cost_usd": _events.usd(cost.tool_usd) if cost else None,
+            "cost_usd": _log.usd(cost.total_usd) if cost else None,
+            "input_cost_usd": _log.usd(cost.input_usd) if cost else None,
+            "cached_input_cost_usd": _log.usd(cost.cached_input_usd) if cost else None,
+            "cache_write_cost_usd": _log.usd(cost.cache_write_usd) if cost else None,
+            "output_cost_usd": _log.usd(cost.output_usd) if cost else None,
+            "tool_cost_usd": _log.usd(cost.tool_usd) if cost else None,
             "price_source": cost.price_source if cost else None,
             "priced_as": cost.priced_as if cost else None,
             "price_status": price_status,
@@ -504,8 +513,8 @@ class Call:
         if self.budgets:
             inner = self.budgets[-1]
             fields["budget"] = inner.name
-            fields["budget_spent_usd"] = _events.usd(inner.spent_usd)
-            fields["budget_remaining_usd"] = _events.usd(inner.remaining_usd)
+            fields["budget_spent_usd"] = _log.usd(inner.spent_usd)
+            fields["budget_remaining_usd"] = _log.usd(inner.remaining_usd)
         return fields
 
     # -- internal-error containment ----------------------------------------------------------
@@ -538,11 +547,13 @@ class _Guard:
         return True
 
 
-def report_internal_error(exc: BaseException, stage: str, api: str | None, model: str | None) -> None:
+def report_internal_error(
+    exc: BaseException, stage: str, api: str | None, model: str | None
+) -> None:
     """Emit ``costmeter.internal_error``; never raises."""
-    try:
-        _events.emit(
-            _events.INTERNAL_ERROR,
+    with contextlib.suppress(Exception):  # the last line of defence must not raise
+        _log.emit(
+            _log.INTERNAL_ERROR,
             {
                 "stage": stage,
                 "api": api,
@@ -551,8 +562,6 @@ def report_internal_error(exc: BaseException, stage: str, api: str | None, model
                 "error": str(exc)[:500],
             },
         )
-    except Exception:  # noqa: BLE001, S110 - the last line of defence must not raise
-        pass
 
 
 _CANCELLATIONS: tuple[type[BaseException], ...] = (
@@ -562,24 +571,13 @@ _CANCELLATIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def _output_bound(api: str, body: Mapping[str, Any], default: int) -> int:
-    if api == "embeddings":
-        return 0
-    for key in ("max_output_tokens", "max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return default
-
-
 def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, Any]:
     return {
         "budget": error.budget_name,
-        "limit_usd": _events.usd(error.limit_usd),
-        "spent_usd": _events.usd(error.spent_usd),
-        "reserved_usd": _events.usd(error.reserved_usd),
-        "estimated_cost_usd": _events.usd(error.estimated_cost_usd),
+        "limit_usd": _log.usd(error.limit_usd),
+        "spent_usd": _log.usd(error.spent_usd),
+        "reserved_usd": _log.usd(error.reserved_usd),
+        "estimated_cost_usd": _log.usd(error.estimated_cost_usd),
         "model": error.model,
         "refused": refused,
     }
-

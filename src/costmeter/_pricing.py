@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import threading
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -32,9 +31,11 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from costmeter._errors import ConfigurationError, UnknownModelError
 from costmeter._models import ModelName, parse_model
-from costmeter._usage import Usage, usage_from
+from costmeter._usage import usage_from
 
 __all__ = [
     "PRICES_FILE_ENV",
@@ -223,7 +224,8 @@ def _file_overrides(path: str) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"{origin}: the file must hold a mapping of model → prices")
     return {
-        parse_model(model).key: _validate_entry(model, entry, origin) for model, entry in raw.items()
+        parse_model(model).key: _validate_entry(model, entry, origin)
+        for model, entry in raw.items()
     }
 
 

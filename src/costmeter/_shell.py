@@ -43,7 +43,7 @@ def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None
     try:
         route = route_of(options.method, options.url)
         if route is None:
-            return None, False
+            return None, False, options
         headers = options.headers if isinstance(options.headers, dict) else {}
         raw = bool(headers.get(_RAW_HEADER))
         response_id = None
@@ -58,7 +58,7 @@ def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None
             stream=stream or bool(params.get("stream")),
             response_id=response_id,
         )
-    except Exception as exc:  # noqa: BLE001 - never break the user's call
+    except Exception as exc:
         from costmeter._meter import _strict  # noqa: PLC0415
 
         if _strict:
@@ -160,7 +160,7 @@ def _metered_stream_cls(base: Any, call: Call) -> Any:
     origin = getattr(base, "__origin__", base)
     if getattr(origin, "__aiter__", None) is not None and hasattr(origin, "__anext__"):
 
-        class _AsyncMetered(base):  # type: ignore[misc, valid-type]
+        class _AsyncMetered(base):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 _tap(self.response, call, parse=False)
@@ -187,7 +187,7 @@ def _metered_stream_cls(base: Any, call: Call) -> Any:
 
         return _AsyncMetered
 
-    class _Metered(base):  # type: ignore[misc, valid-type]
+    class _Metered(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             _tap(self.response, call, parse=False)
@@ -363,7 +363,7 @@ def _tap(response: httpx2.Response, call: Call, *, parse: bool) -> None:
         weakref.finalize(response, call.finish, None, abandoned=True)
     except CostmeterError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         from costmeter._meter import _strict  # noqa: PLC0415
 
         if _strict:

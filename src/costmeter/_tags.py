@@ -24,7 +24,7 @@ def current_tags() -> Mapping[str, str]:
     return _tags.get()
 
 
-class tags:  # noqa: N801 - used like a function: ``with costmeter.tags(user="u1"):``
+class tags:
     """
     Context manager (``with`` and ``async with``) adding *values* to every event inside it.
 

@@ -47,7 +47,7 @@ class Usage:
     audio_output_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UsageError(f"usage field {name} must be an int, got {value!r}")
@@ -82,7 +82,7 @@ def _get(obj: Any, key: str) -> Any:
 
 def _count(obj: Any, key: str) -> int:
     value = _get(obj, key)
-    return 0 if value is None else value  # type: ignore[no-any-return]
+    return 0 if value is None else value
 
 
 def usage_from(usage: object, *, web_search_calls: int = 0) -> Usage:
