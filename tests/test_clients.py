@@ -439,6 +439,82 @@ class TestTagsAndSecrets:
             assert secret not in dumped
 
 
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_content_only_when_asked(self, httpx2_mock: respx.Router, stream: bool) -> None:
+        """log_content=True adds the request's input and the output text; nothing else changes."""
+        body = response_body(text="the answer")
+        if stream:
+            httpx2_mock.post("/responses").respond(
+                content=sse(response_events(body, ["the ", "answer"])),
+                headers={"content-type": "text/event-stream"},
+            )
+        else:
+            httpx2_mock.post("/responses").respond(json=body)
+        client = costmeter.OpenAI(api_key="k", base_url=BASE_URL, log_content=True)
+
+        with capture_logs() as logs:
+            result = client.responses.create(
+                model="gpt-5-mini", instructions="be brief", input="the question", stream=stream
+            )
+            for _ in result if stream else ():
+                pass
+
+        [event] = calls(logs)
+        assert {"instructions": "be brief", "input": "the question"} == event["request_content"]
+        assert "the answer" == event["output_text"]
+
+
+class TestExactInputTokens:
+    def test_counts_with_the_free_endpoint_first(self, httpx2_mock: respx.Router) -> None:
+        """exact_input_tokens=True asks input_tokens.count (same input, free) before the call."""
+        count = httpx2_mock.post("/responses/input_tokens").respond(
+            json={"object": "response.input_tokens", "input_tokens": 4321}
+        )
+        create = httpx2_mock.post("/responses").respond(json=response_body())
+        client = costmeter.OpenAI(api_key="k", base_url=BASE_URL, exact_input_tokens=True)
+
+        with capture_logs() as logs:
+            client.responses.create(
+                model="gpt-5-mini", input="hi", previous_response_id="resp_0", max_output_tokens=9
+            )
+
+        sent = json.loads(count.calls.last.request.content)
+        assert {"model": "gpt-5-mini", "input": "hi", "previous_response_id": "resp_0"} == sent
+        assert count.calls.last.request is not create.calls.last.request
+        [event] = calls(logs)
+        assert (4321, True) == (event["estimated_input_tokens"], event["estimate_complete"])
+
+    async def test_a_failed_count_falls_back_to_the_estimate(
+        self, httpx2_mock: respx.Router
+    ) -> None:
+        """When the count endpoint fails, a warning is logged and the call goes out regardless."""
+        httpx2_mock.post("/responses/input_tokens").respond(status_code=500, json={"error": {}})
+        httpx2_mock.post("/responses").respond(json=response_body())
+        client = costmeter.AsyncOpenAI(
+            api_key="k", base_url=BASE_URL, exact_input_tokens=True, max_retries=0
+        )
+
+        with capture_logs() as logs:
+            result = await client.responses.create(model="gpt-5-mini", input="hi")
+
+        assert "Hello!" == result.output_text
+        [warning] = [e for e in logs if e["event"] == "costmeter.warning"]
+        assert ("exact_input_tokens_failed", "InternalServerError") == (
+            warning["warning"],
+            warning["error_type"],
+        )
+        expected = costmeter.estimate(model="gpt-5-mini", input="hi").input_tokens
+        assert expected == calls(logs)[0]["estimated_input_tokens"]
+
+    def test_off_by_default(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
+        """Without the option no count request is made."""
+        httpx2_mock.post("/responses").respond(json=response_body())
+
+        client.responses.create(model="gpt-5-mini", input="hi")
+
+        assert ["/v1/responses"] == [c.request.url.path for c in httpx2_mock.calls]
+
+
 class TestAsync:
     async def test_create(self, aclient: costmeter.AsyncOpenAI, httpx2_mock: respx.Router) -> None:
         """The async client meters a create like the sync one."""

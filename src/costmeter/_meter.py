@@ -44,6 +44,21 @@ _TERMINAL_EVENTS = frozenset(
     {"response.completed", "response.incomplete", "response.failed", "response.cancelled"}
 )
 _STARTED_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
+# What the free ``POST /responses/input_tokens`` endpoint accepts of a Responses request.
+_COUNT_KEYS = (
+    "model",
+    "conversation",
+    "input",
+    "instructions",
+    "parallel_tool_calls",
+    "personality",
+    "previous_response_id",
+    "reasoning",
+    "text",
+    "tool_choice",
+    "tools",
+    "truncation",
+)
 _strict = False
 
 
@@ -186,12 +201,29 @@ class Call:
         self.usage_obj: Any = None
         self.web_search_calls = 0
         self.deltas: list[str] = []
+        self.output_text: str | None = None  # only kept when the client opted in to content
         self.in_sdk = False
         self.hide_usage_chunk = False
         self._finish_lock = threading.Lock()
         self.finished = False
 
     # -- before sending ----------------------------------------------------------------------
+    def count_body(self) -> dict[str, Any] | None:
+        """
+        The body for the free input-token count endpoint, when the client asked for exact input
+        tokens (``exact_input_tokens=True``) and this is a new Responses call; else ``None``.
+
+        The server counts what it will bill, including server-side context the local estimate
+        cannot see (``previous_response_id``, ``conversation``): one extra round trip, no cost.
+        """
+        if not (
+            self.config.exact_input_tokens
+            and self.route.api == "responses"
+            and self.route.kind == "create"
+        ):
+            return None
+        return {key: self.body[key] for key in _COUNT_KEYS if key in self.body}
+
     def begin(self, exact_input_tokens: int | None = None) -> None:
         """
         Estimate the worst case and reserve it in every active budget.
@@ -307,6 +339,8 @@ class Call:
             searches = _get(_get(_get(response, "tool_usage"), "web_search"), "num_requests")
             if isinstance(searches, int) and searches > 0:
                 self.web_search_calls = searches
+        if self.config.log_content:
+            self.output_text = _output_text(response) or self.output_text
 
     def _take_chunk(self, chunk: Any) -> None:
         self.response_id = self.response_id or _get(chunk, "id")
@@ -510,6 +544,13 @@ class Call:
             "duration_ms": int((time.perf_counter() - self.started) * 1000),
             "tags": dict(self.tags),
         }
+        if self.config.log_content:  # opt-in only: prompts and outputs are often sensitive
+            fields["request_content"] = {
+                key: self.body[key]
+                for key in ("instructions", "input", "messages")
+                if key in self.body
+            }
+            fields["output_text"] = self.output_text or "".join(self.deltas) or None
         if self.budgets:
             inner = self.budgets[-1]
             fields["budget"] = inner.name
@@ -569,6 +610,21 @@ _CANCELLATIONS: tuple[type[BaseException], ...] = (
     asyncio.CancelledError,
     KeyboardInterrupt,
 )
+
+
+def _output_text(response: Any) -> str | None:
+    """The text a Responses or Chat response produced (for opt-in content logging)."""
+    parts: list[str] = []
+    for item in _get(response, "output") or ():
+        for content in _get(item, "content") or ():
+            text = _get(content, "text")
+            if isinstance(text, str):
+                parts.append(text)
+    for choice in _get(response, "choices") or ():
+        text = _get(_get(choice, "message"), "content")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts) or None
 
 
 def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, Any]:

@@ -23,7 +23,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx2
+from openai._models import FinalRequestOptions
+from openai.types.responses.input_token_count_response import InputTokenCountResponse
 
+from costmeter import _logging as _log
 from costmeter._errors import CostmeterError
 from costmeter._meter import Call, MeterConfig, report_internal_error, route_of
 
@@ -65,7 +68,6 @@ def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None
             raise
         report_internal_error(exc, "start", None, None)
         return None, False, options
-    call.begin()  # may refuse on purpose (budget); internal failures are contained inside
     if (
         config.include_stream_usage
         and call.stream
@@ -79,6 +81,26 @@ def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None
             options = options.model_copy(update={"json_data": {**body, "stream_options": merged}})
             call.hide_usage_chunk = True
     return call, raw, options
+
+
+def _count_options(body: dict[str, Any]) -> FinalRequestOptions:
+    """A plain request to the free count endpoint (the client adds auth and its own headers)."""
+    return FinalRequestOptions.construct(
+        method="post", url="/responses/input_tokens", json_data=body
+    )
+
+
+def _count_failed(call: Call, exc: Exception) -> None:
+    """The exact count is a refinement: when it fails, the local estimate stands."""
+    _log.emit(
+        _log.WARNING,
+        {
+            "warning": "exact_input_tokens_failed",
+            "api": call.route.api,
+            "model": call.model,
+            "error_type": type(exc).__name__,
+        },
+    )
 
 
 def _after(call: Call, result: Any, raw: bool) -> Any:
@@ -112,6 +134,14 @@ def request_sync(
     call, raw, options = _start(config, options, stream)
     if call is None:
         return send(cast_to, options, stream=stream, stream_cls=stream_cls)
+    count_body = call.count_body()
+    exact = None
+    if count_body is not None:
+        try:
+            exact = send(InputTokenCountResponse, _count_options(count_body)).input_tokens
+        except Exception as exc:  # fall back to the local estimate
+            _count_failed(call, exc)
+    call.begin(exact)  # may refuse on purpose (budget); internal failures are contained inside
     if stream and stream_cls is not None and not raw:
         stream_cls = _metered_stream_cls(stream_cls, call)
     try:
@@ -134,6 +164,14 @@ async def request_async(
     call, raw, options = _start(config, options, stream)
     if call is None:
         return await send(cast_to, options, stream=stream, stream_cls=stream_cls)
+    count_body = call.count_body()
+    exact = None
+    if count_body is not None:
+        try:
+            exact = (await send(InputTokenCountResponse, _count_options(count_body))).input_tokens
+        except Exception as exc:  # fall back to the local estimate
+            _count_failed(call, exc)
+    call.begin(exact)
     if stream and stream_cls is not None and not raw:
         stream_cls = _metered_stream_cls(stream_cls, call)
     try:
