@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -31,9 +32,12 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
-from costmeter._errors import ConfigurationError, UnknownModelError
+from costmeter._errors import ConfigurationError, PricingError, UnknownModelError
 from costmeter._models import ModelName, parse_model
 from costmeter._usage import usage_from
 
@@ -41,6 +45,7 @@ __all__ = [
     "PRICES_FILE_ENV",
     "Cost",
     "ModelPrice",
+    "UnpricedTokensError",
     "clear_price_overrides",
     "cost_of",
     "normalize_tier",
@@ -97,6 +102,10 @@ class ModelPrice:
     web_search_per_call: Decimal = _ZERO
     long_context_threshold: int | None = None
     long_context: ModelPrice | None = field(default=None, repr=False)
+    # Audio tokens have their own, much higher rates (gpt-audio: $32/$64 vs $2.5/$10 text).
+    # ``None``: the source publishes none, and audio tokens are then never priced as text.
+    audio_input_per_mtok: Decimal | None = None
+    audio_output_per_mtok: Decimal | None = None
 
     def for_input(self, input_tokens: int) -> ModelPrice:
         """The rates that apply to a request with *input_tokens* input tokens (cliff tiers)."""
@@ -115,7 +124,8 @@ class Cost:
     The exact cost of one usage. ``total_usd`` is the sum of the parts; nothing is rounded.
 
     ``input_usd`` covers only uncached input; cached reads and cache writes have their own parts.
-    Reasoning tokens are inside ``output_usd``.
+    Reasoning tokens are inside ``output_usd``. Audio tokens are inside ``input_usd`` and
+    ``output_usd`` at their own rates; ``audio_input_usd``/``audio_output_usd`` are that share.
     """
 
     input_usd: Decimal
@@ -128,6 +138,28 @@ class Cost:
     priced_as: str
     service_tier: str
     long_context: bool = False
+    audio_input_usd: Decimal = _ZERO
+    audio_output_usd: Decimal = _ZERO
+
+
+class UnpricedTokensError(PricingError):
+    """
+    The model is priced, but the usage holds tokens of a kind its price source has no rate for
+    (audio). Billing them at the text rate would be silently wrong, so no total is given.
+
+    Attributes:
+        kind: The token kind without a price (``"audio"``).
+        priced_as: The model entry that lacks the rate.
+    """
+
+    def __init__(self, kind: str, priced_as: str, source: str) -> None:
+        self.kind = kind
+        self.priced_as = priced_as
+        self.source = source
+        super().__init__(
+            f"{source} has no {kind} token price for {priced_as!r}; register one with "
+            f"register_prices({{{priced_as!r}: {{..., '{kind}_input': ..., '{kind}_output': ...}}}})"
+        )
 
 
 # -- price sources -------------------------------------------------------------------------------
@@ -154,7 +186,16 @@ def _money(value: object, where: str) -> Decimal:
 def _validate_entry(model: str, entry: object, origin: str) -> dict[str, Any]:
     if not isinstance(entry, Mapping):
         raise ConfigurationError(f"{origin}: prices for {model!r} must be a mapping")
-    allowed = {"input", "cached_input", "cache_write", "output", "web_search_per_call", "tiers"}
+    allowed = {
+        "input",
+        "cached_input",
+        "cache_write",
+        "output",
+        "web_search_per_call",
+        "audio_input",
+        "audio_output",
+        "tiers",
+    }
     unknown = set(entry) - allowed
     if unknown:
         raise ConfigurationError(
@@ -247,6 +288,8 @@ def _from_override(
         cache_write_per_mtok=entry.get("cache_write", inp),
         output_per_mtok=entry["output"],
         web_search_per_call=entry.get("web_search_per_call", _ZERO),
+        audio_input_per_mtok=entry.get("audio_input"),
+        audio_output_per_mtok=entry.get("audio_output"),
     )
 
 
@@ -299,6 +342,8 @@ def _from_genai(name: ModelName, tier: str) -> ModelPrice | None:
         out = _ZERO
     cached, _, cached_tier = _tiered(prices.cache_read_mtok)
     write, _, write_tier = _tiered(prices.cache_write_mtok)
+    audio_in, _, _ = _tiered(getattr(prices, "input_audio_mtok", None))
+    audio_out, _, _ = _tiered(getattr(prices, "output_audio_mtok", None))
     searches = getattr(prices, "web_searches_kcount", None)
     per_search = searches / 1000 if isinstance(searches, Decimal) else _ZERO
     price = ModelPrice(
@@ -311,6 +356,8 @@ def _from_genai(name: ModelName, tier: str) -> ModelPrice | None:
         cache_write_per_mtok=inp if write is None else write,
         output_per_mtok=out,
         web_search_per_call=per_search,
+        audio_input_per_mtok=audio_in,
+        audio_output_per_mtok=audio_out,
     )
     if threshold is not None and inp_tier is not None:
         long = replace(
@@ -361,6 +408,8 @@ def _from_tokencost(name: ModelName, tier: str) -> ModelPrice | None:
         return None
     cached = entry.get("cache_read_input_token_cost")
     write = entry.get("cache_creation_input_token_cost")
+    audio_in = None if suffix else entry.get("input_cost_per_audio_token")
+    audio_out = None if suffix else entry.get("output_cost_per_audio_token")
     return ModelPrice(
         model=name.raw,
         priced_as=priced_as,
@@ -371,6 +420,8 @@ def _from_tokencost(name: ModelName, tier: str) -> ModelPrice | None:
         cached_input_per_mtok=_plain(inp if suffix or cached is None else cached * _MILLION),
         cache_write_per_mtok=_plain(inp if write is None else write * _MILLION),
         output_per_mtok=_plain(out),
+        audio_input_per_mtok=None if audio_in is None else _plain(audio_in * _MILLION),
+        audio_output_per_mtok=None if audio_out is None else _plain(audio_out * _MILLION),
     )
 
 
@@ -402,8 +453,32 @@ def _cached_price(model: str, tier: str, prices_file: str | None) -> ModelPrice:
     for source in (_from_genai, _from_tokencost):
         found = source(name, tier)
         if found is not None:
-            return found
+            return _with_audio_rates(found, name, tier)
     raise UnknownModelError(model, _SOURCES, None if tier == "default" else tier)
+
+
+def _with_audio_rates(price: ModelPrice, name: ModelName, tier: str) -> ModelPrice:
+    """
+    Complete a genai-prices entry that lacks audio rates from tokencost's entry for the *exact*
+    dated name (``gpt-4o-audio-preview-2024-12-17``: $40/$80 per 1M audio tokens). Undated
+    aliases are not completed: they moved between very different audio prices ($100 → $40).
+    """
+    dated = len(name.candidates()) > 1
+    if price.audio_input_per_mtok is not None or price.source != "genai-prices" or not dated:
+        return price
+    entry = _tokencost_table().get(name.key)
+    if not entry or tier not in _STANDARD_TIERS:
+        return price
+    audio_in = entry.get("input_cost_per_audio_token")
+    audio_out = entry.get("output_cost_per_audio_token")
+    if not isinstance(audio_in, Decimal) or not isinstance(audio_out, Decimal):
+        return price
+    return replace(
+        price,
+        audio_input_per_mtok=_plain(audio_in * _MILLION),
+        audio_output_per_mtok=_plain(audio_out * _MILLION),
+        source="genai-prices+tokencost(audio)",
+    )
 
 
 def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
@@ -440,17 +515,30 @@ def cost_of(model: str | ModelPrice, usage: object, *, service_tier: str | None 
             `Usage`. Missing detail objects count as zero of that part.
         service_tier: The tier the response reports (ignored when *model* is a `ModelPrice`).
 
+    Audio tokens (parts of the input and output counts) are billed at the audio rates, inside
+    ``input_usd``/``output_usd``; ``audio_input_usd``/``audio_output_usd`` show that share.
+
     Raises:
         UnknownModelError: no price for the model at that tier.
+        UnpricedTokensError: the usage has audio tokens and the source has no audio rate.
         UsageError: the usage has negative or inconsistent counts.
     """
     price = model if isinstance(model, ModelPrice) else price_of(model, service_tier=service_tier)
     normalized = usage_from(usage)
     rates = price.for_input(normalized.input_tokens)
-    input_usd = _part(normalized.uncached_input_tokens, rates.input_per_mtok)
+    audio_in = min(normalized.audio_input_tokens, normalized.uncached_input_tokens)
+    audio_out = min(normalized.audio_output_tokens, normalized.output_tokens)
+    if (audio_in and rates.audio_input_per_mtok is None) or (
+        audio_out and rates.audio_output_per_mtok is None
+    ):
+        raise UnpricedTokensError("audio", price.priced_as, price.source)
+    audio_in_usd = _part(audio_in, rates.audio_input_per_mtok or _ZERO)
+    audio_out_usd = _part(audio_out, rates.audio_output_per_mtok or _ZERO)
+    input_usd = _part(normalized.uncached_input_tokens - audio_in, rates.input_per_mtok)
+    input_usd += audio_in_usd
     cached_usd = _part(normalized.cached_input_tokens, rates.cached_input_per_mtok)
     write_usd = _part(normalized.cache_write_input_tokens, rates.cache_write_per_mtok)
-    output_usd = _part(normalized.output_tokens, rates.output_per_mtok)
+    output_usd = _part(normalized.output_tokens - audio_out, rates.output_per_mtok) + audio_out_usd
     tool_usd = normalized.web_search_calls * price.web_search_per_call
     return Cost(
         input_usd=input_usd,
@@ -463,4 +551,6 @@ def cost_of(model: str | ModelPrice, usage: object, *, service_tier: str | None 
         priced_as=price.priced_as,
         service_tier=price.service_tier,
         long_context=rates is not price,
+        audio_input_usd=audio_in_usd,
+        audio_output_usd=audio_out_usd,
     )

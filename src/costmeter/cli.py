@@ -10,6 +10,7 @@ Exit codes (also in ``costmeter --help``):
 2     usage error: bad arguments, an unparsable ``--since``, a request body that is not JSON
 3     a file could not be read (missing, unreadable, a directory, corrupt gzip)
 4     no price known for the model (``price``, ``estimate``)
+5     a budget ledger (SQLite, Redis) could not be reached (``budget``)
 130   interrupted (Ctrl-C)
 141   standard output closed early (e.g. piped into ``head``)
 ====  ==================================================================================
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "EXIT_LEDGER_UNAVAILABLE",
     "EXIT_NO_EVENTS",
     "EXIT_OK",
     "EXIT_PIPE_CLOSED",
@@ -61,6 +63,7 @@ EXIT_NO_EVENTS = 1
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_UNKNOWN_MODEL = 4
+EXIT_LEDGER_UNAVAILABLE = 5
 EXIT_INTERRUPTED = 130
 EXIT_PIPE_CLOSED = 141
 
@@ -86,10 +89,12 @@ quick start:
       kubectl logs deploy/api | costmeter report -     mixed app logs on stdin are fine
       costmeter price gpt-5 --tier flex                the prices costmeter uses, and their source
       costmeter estimate --model gpt-5 request.json    worst-case cost of a request body
+      costmeter budget show daily --ledger sqlite:///budgets.db   a shared budget's books
 
 exit codes:
   0 ok    1 no costmeter.call events found    2 usage error    3 unreadable file
-  4 unknown model    130 interrupted    141 output pipe closed
+  4 unknown model    5 budget ledger unavailable    130 interrupted
+  141 output pipe closed
 """
 
 
@@ -847,11 +852,13 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
         "reasons": reasons,
         "price_source": getattr(result, "price_source", None),
     }
+    # an unpriced model still prints its token estimate, but a script must be able to tell
+    status = EXIT_OK if cost is not None else EXIT_UNKNOWN_MODEL
     if args.format == "json":
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return EXIT_OK
-    bound = "from the request" if data["output_bound_from_request"] else "model default"
+        return status
+    bound = "from the request" if data["output_bound_from_request"] else "costmeter's default"
     cost_text = "unknown (no price for this model)" if cost is None else f"${data['cost_usd']}"
     complete = "yes" if data["complete"] else "no"
     sys.stdout.write(
@@ -865,7 +872,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     )
     for reason in reasons:
         sys.stdout.write(f"  - {reason}\n")
-    return EXIT_OK
+    return status
 
 
 def _add_estimate(subparsers: Subparsers) -> None:
@@ -888,25 +895,181 @@ def _add_estimate(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_cmd_estimate)
 
 
+# -- budget --------------------------------------------------------------------------------------
+
+
+class _LedgerDown(Exception):
+    """A budget ledger could not be reached (exit 5)."""
+
+
+def _open_budget_ledger(args: argparse.Namespace) -> Any:
+    from costmeter._errors import ConfigurationError  # noqa: PLC0415
+    from costmeter._ledger import open_ledger  # noqa: PLC0415
+
+    try:
+        return open_ledger(args.ledger, args.timeout)
+    except ConfigurationError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _budget_windows(args: argparse.Namespace, ledger: Any) -> list[str]:
+    """The windows to act on: the current one of ``--window``, or every recorded one."""
+    from costmeter._budget import _zone  # noqa: PLC0415
+    from costmeter._errors import ConfigurationError, LedgerError  # noqa: PLC0415
+    from costmeter._ledger import parse_window, window_key  # noqa: PLC0415
+
+    if args.window is None:
+        try:
+            return list(ledger.windows(args.name))
+        except LedgerError as exc:
+            raise _LedgerDown(str(exc)) from None
+    try:
+        kind = None if args.window == "none" else parse_window(args.window)
+        return [window_key(kind, time.time(), _zone(args.tz))]
+    except ConfigurationError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _cmd_budget_show(args: argparse.Namespace) -> int:
+    from costmeter._errors import LedgerError  # noqa: PLC0415
+    from costmeter._ledger import WindowState, redact  # noqa: PLC0415
+
+    ledger = _open_budget_ledger(args)
+    found = []
+    now = time.time()
+    try:
+        for window in _budget_windows(args, ledger):
+            state = ledger.read(args.name, window)
+            if state == WindowState():
+                continue  # nothing recorded in this window
+            state.expire(now)  # holds of dead processes no longer count
+            remaining = (
+                None
+                if state.limit is None
+                else max(_ZERO, state.limit - state.spent - state.reserved)
+            )
+            found.append(
+                {
+                    "window": window,
+                    "limit_usd": None if state.limit is None else format(state.limit, "f"),
+                    "spent_usd": format(state.spent, "f"),
+                    "reserved_usd": format(state.reserved, "f"),
+                    "remaining_usd": None if remaining is None else format(remaining, "f"),
+                    "calls": state.calls,
+                    "refused": state.refused,
+                    "in_flight": len(state.holds),
+                    "by_model": {m: format(v, "f") for m, v in sorted(state.by_model.items())},
+                }
+            )
+    except LedgerError as exc:
+        raise _LedgerDown(str(exc)) from None
+    if not found:
+        _say(f"nothing recorded for budget {args.name!r} in {redact(args.ledger)}")
+        return EXIT_NO_EVENTS
+    if args.format == "json":
+        json.dump({"budget": args.name, "windows": found}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    out = sys.stdout
+    out.write(f"budget {args.name} in {redact(args.ledger)}\n")
+    for item in found:
+        limit = "?" if item["limit_usd"] is None else f"${item['limit_usd']}"
+        remaining = "?" if item["remaining_usd"] is None else f"${item['remaining_usd']}"
+        out.write(
+            f"  {item['window']}\n"
+            f"    limit      {limit} (as last used)\n"
+            f"    spent      ${item['spent_usd']} in {item['calls']} calls "
+            f"({item['refused']} refused)\n"
+            f"    reserved   ${item['reserved_usd']} by {item['in_flight']} calls in flight\n"
+            f"    remaining  {remaining}\n"
+        )
+        for model, spent in item["by_model"].items():
+            out.write(f"      {model:<30} ${spent}\n")
+    return EXIT_OK
+
+
+def _cmd_budget_reset(args: argparse.Namespace) -> int:
+    from costmeter._errors import LedgerError  # noqa: PLC0415
+    from costmeter._ledger import redact  # noqa: PLC0415
+
+    ledger = _open_budget_ledger(args)
+    try:
+        if args.window is None:
+            count = ledger.reset(args.name)
+        else:
+            count = sum(ledger.reset(args.name, w) for w in _budget_windows(args, ledger))
+    except LedgerError as exc:
+        raise _LedgerDown(str(exc)) from None
+    plural = "" if count == 1 else "s"
+    sys.stdout.write(
+        f"budget {args.name}: {count} window{plural} removed from {redact(args.ledger)}\n"
+    )
+    return EXIT_OK
+
+
+def _add_budget(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "budget",
+        help="show or reset a budget kept in a SQLite or Redis ledger",
+        description="Inspect or reset a persistent budget (created with costmeter.budget(..., "
+        "name=NAME, ledger=URL)).",
+        epilog="examples:\n"
+        "  costmeter budget show daily --ledger sqlite:///budgets.db\n"
+        "  costmeter budget show daily --ledger redis://127.0.0.1:6379/0 --window day "
+        "--format json\n"
+        "  costmeter budget reset daily --ledger sqlite:///budgets.db\n\n"
+        "exit codes: 0 ok, 1 nothing recorded (show), 2 usage error, "
+        "5 ledger unavailable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(title="actions", dest="action", metavar="ACTION")
+    for action, handler, text in (
+        ("show", _cmd_budget_show, "spend, reservations and remaining, per window"),
+        ("reset", _cmd_budget_reset, "forget the budget's spend and reservations"),
+    ):
+        sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("name", metavar="NAME", help="the budget's name")
+        sub.add_argument(
+            "--ledger",
+            required=True,
+            metavar="URL",
+            help="sqlite:///path.db or redis://host:6379/0",
+        )
+        sub.add_argument(
+            "--window",
+            choices=("hour", "1h", "day", "1d", "month", "1mo", "none"),
+            default=None,
+            help="only the current window of this kind (none: the non-expiring total); "
+            "default: every window recorded",
+        )
+        sub.add_argument("--tz", default=None, help="time zone of --window (default UTC)")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=5.0,
+            help="seconds to wait for the ledger (default 5)",
+        )
+        if action == "show":
+            sub.add_argument("--format", choices=("table", "json"), default="table")
+        sub.set_defaults(handler=handler)
+    parser.set_defaults(handler=lambda _args: _usage_of(parser))
+
+
+def _usage_of(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 # Built-in subcommands, then optional ones as (module, function): the function receives the
 # subparsers and adds its command (with a ``handler`` default). A missing module means no command.
-_COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_report, _add_price, _add_estimate)
-_OPTIONAL_COMMANDS: tuple[tuple[str, str], ...] = (("costmeter._demo", "register"),)
-
-
-def _optional_command(module_name: str, function: str) -> Callable[[Subparsers], None] | None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None
-        raise
-    register: Callable[[Subparsers], None] | None = getattr(module, function, None)
-    return register
-
-
+_COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_report,
+    _add_price,
+    _add_estimate,
+    _add_budget,
+)
 def build_parser() -> argparse.ArgumentParser:
     """The ``costmeter`` argument parser with every available subcommand."""
     from costmeter import __version__  # noqa: PLC0415
@@ -921,10 +1084,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for register in _COMMANDS:
         register(subparsers)
-    for module_name, function in _OPTIONAL_COMMANDS:
-        optional = _optional_command(module_name, function)
-        if optional is not None:
-            optional(subparsers)
+    from costmeter import _demo  # noqa: PLC0415  (the demo imports this module)
+
+    _demo.register(subparsers)
     return parser
 
 
@@ -947,6 +1109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Unreadable as exc:
         _say(f"error: {exc}")
         return EXIT_UNREADABLE
+    except _LedgerDown as exc:
+        _say(f"error: {exc}")
+        return EXIT_LEDGER_UNAVAILABLE
     except KeyboardInterrupt:
         _say("interrupted")
         return EXIT_INTERRUPTED
