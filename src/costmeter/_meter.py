@@ -22,10 +22,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from costmeter import _background
 from costmeter import _logging as _log
 from costmeter._budget import Budget, Reservation, active_budgets
 from costmeter._errors import BudgetExceededError, CostmeterError, UnknownModelError
-from costmeter._pricing import Cost, ModelPrice, cost_of, normalize_tier, price_of
+from costmeter._models import parse_model
+from costmeter._pricing import (
+    Cost,
+    ModelPrice,
+    UnpricedTokensError,
+    cost_of,
+    normalize_tier,
+    price_of,
+)
 from costmeter._tags import current_tags
 from costmeter._usage import Usage, UsageError, usage_from
 
@@ -86,6 +95,7 @@ class MeterConfig:
             input size before each Responses call, instead of the local estimate.
         deployments: Azure deployment name → model, for pricing.
         log_content: Add prompts and outputs to events (off: never logged by default).
+        azure: The client is an Azure client: request models are deployment names.
     """
 
     budget: Budget | None = None
@@ -93,6 +103,7 @@ class MeterConfig:
     exact_input_tokens: bool = False
     deployments: Mapping[str, str] = field(default_factory=dict)
     log_content: bool = False
+    azure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +202,7 @@ class Call:
         self.estimated_input_tokens: int | None = None
         self.estimated_cost: Decimal | None = None
         self.estimate_complete = True
+        self._counting: _background.Job | None = None
         # observed
         self.received = False
         self.response_id = response_id
@@ -199,6 +211,7 @@ class Call:
         self.served_tier: str | None = None
         self.status: str | None = None
         self.usage_obj: Any = None
+        self.final_response: Any = None  # last response object seen: its text, if usage is missing
         self.web_search_calls = 0
         self.deltas: list[str] = []
         self.output_text: str | None = None  # only kept when the client opted in to content
@@ -234,24 +247,13 @@ class Call:
         """
         if self.route.kind != "create":
             return
-        from costmeter._estimate import (  # noqa: PLC0415  (tokenizer loads on first call only)
-            count_request_input,
-            output_bound,
-            worst_case_usd,
-        )
-
         price = self._requested_price()
-        with self._guard("estimate"):
-            tokens, complete, _reasons = count_request_input(
-                self.route.api, self.body, self.model or ""
-            )
-            if exact_input_tokens is not None:
-                tokens, complete = exact_input_tokens, True
-            self.estimated_input_tokens = tokens
-            self.estimate_complete = complete
-            if price is not None:
-                bound, _ = output_bound(self.route.api, self.body)
-                self.estimated_cost = worst_case_usd(price, tokens, bound)
+        if exact_input_tokens is None and not self.budgets and _background.large(self.body):
+            # Nothing to refuse: count while the request is in flight (joined before the event).
+            self._counting = _background.submit(lambda: self._estimate(price, None))
+            if self._counting is not None:
+                return
+        self._estimate(price, exact_input_tokens)
         if not self.budgets:
             return
         if self.estimated_cost is None:
@@ -266,6 +268,27 @@ class Call:
             raise
         for warning in self.reservation.warned:
             _log.emit(_log.BUDGET_EXCEEDED, _exceeded_fields(warning, refused=False))
+
+    def _estimate(self, price: ModelPrice | None, exact_input_tokens: int | None) -> None:
+        """Input tokens (counted locally unless the server counted them) and the worst case."""
+        from costmeter._estimate import (  # noqa: PLC0415  (tokenizer loads on first call only)
+            count_request_input,
+            output_bound,
+            worst_case_usd,
+        )
+
+        with self._guard("estimate"):
+            if exact_input_tokens is not None:  # the server's count: no local tokenizing
+                tokens, complete = exact_input_tokens, True
+            else:
+                tokens, complete, _reasons = count_request_input(
+                    self.route.api, self.body, self.model or ""
+                )
+            self.estimated_input_tokens = tokens
+            self.estimate_complete = complete
+            if price is not None:
+                bound, _ = output_bound(self.route.api, self.body)
+                self.estimated_cost = worst_case_usd(price, tokens, bound)
 
     def _requested_price(self) -> ModelPrice | None:
         """Price at the requested tier (priority costs more: the worst case must use it)."""
@@ -311,7 +334,9 @@ class Call:
                 self._take_chunk(obj)
             elif obj_kind in ("response", "response.compaction"):
                 self._take_response(obj)
-            elif obj_kind is not None and _get(obj, "usage") is not None:
+            elif obj_kind == "chat.completion" or (
+                obj_kind is not None and _get(obj, "usage") is not None
+            ):
                 self._take_response(obj)  # chat.completion, embeddings list
             if self.request_id is None:
                 request_id = getattr(obj, "_request_id", None)
@@ -321,6 +346,7 @@ class Call:
     def _take_response(self, response: Any) -> None:
         if response is None:
             return
+        self.final_response = response
         self.response_id = _get(response, "id") or self.response_id
         model = _get(response, "model")
         if isinstance(model, str) and model:
@@ -331,6 +357,8 @@ class Call:
         status = _get(response, "status")
         if isinstance(status, str):
             self.status = status
+        for choice in _get(response, "choices") or ():
+            self._take_finish_reason(choice)
         if _get(response, "background"):
             self.background = True
         usage = _get(response, "usage")
@@ -354,6 +382,7 @@ class Call:
         if usage is not None:
             self.usage_obj = usage
         for choice in _get(chunk, "choices") or ():
+            self._take_finish_reason(choice)
             delta = _get(choice, "delta")
             for text in (_get(delta, "content"), _get(delta, "refusal")):
                 if isinstance(text, str) and text:
@@ -362,6 +391,16 @@ class Call:
                 arguments = _get(_get(tool_call, "function"), "arguments")
                 if isinstance(arguments, str) and arguments:
                     self.deltas.append(arguments)
+
+    def _take_finish_reason(self, choice: Any) -> None:
+        """
+        A Chat choice's ``finish_reason`` is its end state: ``length`` (cut by ``max_tokens``)
+        is the Chat form of an incomplete response; any other reason means it completed, so a
+        stream read to its end without usage is not mistaken for an abandoned one.
+        """
+        reason = _get(choice, "finish_reason")
+        if isinstance(reason, str) and self.status != "incomplete":
+            self.status = "incomplete" if reason == "length" else "completed"
 
     # -- finishing ---------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None, *, abandoned: bool = False) -> None:
@@ -377,9 +416,10 @@ class Call:
         if self.route.kind == "lookup":
             self._finish_lookup(error)
             return
+        # A background response keeps running server-side even when our connection to its
+        # stream drops or the reading task is cancelled: it is billed when a lookup sees it end.
         if (
-            error is None
-            and self.background
+            self.background
             and self.response_id
             and self.usage_obj is None
             and self.status not in _TERMINAL_STATUSES
@@ -415,6 +455,7 @@ class Call:
         self.received = True
         self.status = other.status
         self.usage_obj = other.usage_obj
+        self.final_response = other.final_response or self.final_response
         self.web_search_calls = other.web_search_calls
         self.response_model = other.response_model or self.response_model
         self.served_tier = other.served_tier or self.served_tier
@@ -429,7 +470,7 @@ class Call:
             return "cancelled" if isinstance(error, _CANCELLATIONS) else "error"
         if self.status in _OUTCOME_OF_STATUS:
             return _OUTCOME_OF_STATUS[self.status]
-        if abandoned and self.usage_obj is None:
+        if abandoned and self.usage_obj is None and self.status != "completed":
             return "cancelled"
         return "ok"
 
@@ -450,7 +491,9 @@ class Call:
         from costmeter._estimate import output_tokens_of  # noqa: PLC0415
 
         model = self.response_model or self.model or ""
-        output = output_tokens_of(self.deltas, model) if self.deltas else 0
+        # Usage missing from a complete response: its output text was still billed.
+        texts = self.deltas or [_output_text(self.final_response) or ""]
+        output = output_tokens_of(texts, model) if any(texts) else 0
         return (
             Usage(input_tokens=self.estimated_input_tokens or 0, output_tokens=output),
             "estimated",
@@ -458,6 +501,9 @@ class Call:
         )
 
     def _settle_and_emit(self, error: BaseException | None, abandoned: bool) -> None:
+        counting, self._counting = self._counting, None
+        if counting is not None:
+            counting.join()  # the background count of the input (see `begin`)
         outcome = self._outcome(error, abandoned)
         usage, source, problem = self._usage()
         cost, price_status = self._price(usage)
@@ -480,27 +526,48 @@ class Call:
             )
 
     def _pricing_model(self) -> str | None:
+        """
+        The model to price: the response's model, unless the caller mapped the deployment.
+
+        Azure's responses name models loosely (``gpt-4`` for a ``gpt-4-1106-preview``
+        deployment, ``gpt-35-turbo`` for every 3.5 version, ``ada`` for
+        ``text-embedding-ada-002``), so a ``deployments=`` mapping wins over the response's
+        model, except where the response names a more specific version of the mapped model
+        (mapping ``gpt-4o``, response ``gpt-4o-2024-05-13``, which has its own price).
+        """
+        deployments = self.config.deployments
+        mapped = deployments.get(self.model) if self.model else None
         if self.response_model:
-            return self.config.deployments.get(self.response_model, self.response_model)
-        if self.model:
-            return self.config.deployments.get(self.model, self.model)
-        return None
+            served = deployments.get(self.response_model, self.response_model)
+            if mapped is None or _vaguer(mapped, served):
+                return served
+            return mapped
+        return mapped or self.model
 
     def _price(self, usage: Usage) -> tuple[Cost | None, str]:
         model = self._pricing_model()
         tier = self.served_tier if self.served_tier is not None else self.body.get("service_tier")
         if model is None:
             return None, "unknown_model"
+        unmapped = self.config.azure and self.model not in self.config.deployments
         try:
-            return cost_of(model, usage, service_tier=tier), "ok"
+            cost = cost_of(model, usage, service_tier=tier)
         except UnknownModelError:
-            return None, "unknown_model"
+            # Azure: the request names a deployment, which only ``deployments=`` can price.
+            return None, "unmapped_deployment" if unmapped else "unknown_model"
+        except UnpricedTokensError as exc:
+            return None, f"unpriced_{exc.kind}_tokens"
         except Exception as exc:
             if _strict:
                 raise
             # the event still goes out, with its tokens, flagged unpriced: nothing is lost
             report_internal_error(exc, "price", self.route.api, self.model)
             return None, "error"
+        if unmapped and len(parse_model(model).candidates()) == 1:
+            # Azure named only a family (``gpt-4``, ``gpt-35-turbo``, ``ada``): its versions
+            # differ in price, so this one is a best guess until the deployment is mapped.
+            return cost, "undated_model"
+        return cost, "ok"
 
     def _fields(
         self,
@@ -544,6 +611,12 @@ class Call:
             "duration_ms": int((time.perf_counter() - self.started) * 1000),
             "tags": dict(self.tags),
         }
+        if usage.audio_input_tokens or usage.audio_output_tokens:
+            # Only when present, so text-only events keep their schema: audio has its own rates.
+            fields["audio_input_tokens"] = usage.audio_input_tokens
+            fields["audio_output_tokens"] = usage.audio_output_tokens
+            fields["audio_input_cost_usd"] = _log.usd(cost.audio_input_usd) if cost else None
+            fields["audio_output_cost_usd"] = _log.usd(cost.audio_output_usd) if cost else None
         if self.config.log_content:  # opt-in only: prompts and outputs are often sensitive
             fields["request_content"] = {
                 key: self.body[key]
@@ -625,6 +698,15 @@ def _output_text(response: Any) -> str | None:
         if isinstance(text, str):
             parts.append(text)
     return "".join(parts) or None
+
+
+def _vaguer(name: str, than: str) -> bool:
+    """Whether model *name* is *than* or a less specific name of it (``gpt-4`` of ``gpt-4-0613``)."""
+    try:
+        short, full = parse_model(name).key, parse_model(than).key
+    except CostmeterError:
+        return False
+    return short == full or full.startswith(short + "-")
 
 
 def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, Any]:

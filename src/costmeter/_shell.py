@@ -103,6 +103,27 @@ def _count_failed(call: Call, exc: Exception) -> None:
     )
 
 
+def _received_before(call: Call, exc: BaseException) -> None:
+    """
+    Mark *call* as answered when *exc* was raised while the SDK parsed a 2xx response (a body
+    cut short, invalid JSON, a validation error): the API billed that request, so it is charged
+    as estimated rather than as nothing. The SDK's ``_process_response`` frame holds the
+    response; this runs on the error path only.
+    """
+    try:
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "_process_response":
+                response = tb.tb_frame.f_locals.get("response")
+                if isinstance(response, httpx2.Response) and response.is_success:
+                    call.received = True
+                    call.request_id = call.request_id or response.headers.get("x-request-id")
+                return
+            tb = tb.tb_next
+    except Exception as error:  # a refinement: never worse than not knowing
+        report_internal_error(error, "received", call.route.api, call.model)
+
+
 def _after(call: Call, result: Any, raw: bool) -> Any:
     """Observe what ``request()`` returned; finish unless a stream or unread body remains."""
     http = getattr(result, "http_response", None) if raw else None
@@ -112,6 +133,7 @@ def _after(call: Call, result: Any, raw: bool) -> Any:
             _observe_json(call, http.content)
             call.finish()
         else:  # the caller reads it (iter_lines, parse, json...): tap the bytes
+            call.received = True  # a 2xx arrived: billed even if the caller never reads it
             _tap(http, call, parse=True)
         return result
     stream_response = getattr(result, "response", None)
@@ -147,6 +169,7 @@ def request_sync(
     try:
         result = send(cast_to, options, stream=stream, stream_cls=stream_cls)
     except BaseException as exc:
+        _received_before(call, exc)
         call.finish(exc)
         raise
     return _after(call, result, raw)
@@ -177,6 +200,7 @@ async def request_async(
     try:
         result = await send(cast_to, options, stream=stream, stream_cls=stream_cls)
     except BaseException as exc:
+        _received_before(call, exc)
         call.finish(exc)
         raise
     return _after(call, result, raw)
@@ -324,7 +348,10 @@ class _Tap:
             self.body.append(chunk)
 
     def failed(self, exc: BaseException) -> None:
-        self.call.finish(exc)
+        # Inside the SDK's stream the SDK wraps this transport error (``APIConnectionError``)
+        # and our stream class finishes with what the caller actually sees.
+        if not self.call.in_sdk:
+            self.call.finish(exc)
 
     def closed(self) -> None:
         call = self.call
