@@ -65,18 +65,37 @@ def _tier(record: dict[str, Any]) -> str:
     return "default" if tier in (None, "auto", "default") else tier
 
 
-def _hand_cost(usage: dict[str, Any], prices: tuple[str, str, str, str]) -> Decimal:
+# Audio tokens have their own rates (USD per 1M, input/output): gpt-4o-audio-preview-2024-12-17.
+AUDIO = {"gpt-4o-audio-preview": ("40", "80")}
+
+
+def _hand_cost(
+    usage: dict[str, Any], prices: tuple[str, str, str, str], audio: tuple[str, str] = ("0", "0")
+) -> Decimal:
     inp, cached, write, out = (Decimal(p) for p in prices)
+    audio_in_rate, audio_out_rate = (Decimal(p) for p in audio)
     if "input_tokens" in usage:
         total_in, total_out = usage["input_tokens"], usage["output_tokens"]
         details = usage.get("input_tokens_details") or {}
+        out_details = usage.get("output_tokens_details") or {}
     else:
         total_in, total_out = usage["prompt_tokens"], usage["completion_tokens"]
         details = usage.get("prompt_tokens_details") or {}
+        out_details = usage.get("completion_tokens_details") or {}
     n_cached = details.get("cached_tokens") or 0
     n_write = details.get("cache_write_tokens") or 0
-    plain = total_in - n_cached - n_write
-    return (plain * inp + n_cached * cached + n_write * write + total_out * out) / MILLION
+    n_audio_in = details.get("audio_tokens") or 0
+    n_audio_out = out_details.get("audio_tokens") or 0
+    plain = total_in - n_cached - n_write - n_audio_in
+    text_out = total_out - n_audio_out
+    return (
+        plain * inp
+        + n_cached * cached
+        + n_write * write
+        + n_audio_in * audio_in_rate
+        + text_out * out
+        + n_audio_out * audio_out_rate
+    ) / MILLION
 
 
 RECORDS = load_traffic()
@@ -91,7 +110,8 @@ class TestRecordedUsage:
 
         cost = cost_of(record["model"], record["usage"], service_tier=tier)
 
-        assert _hand_cost(record["usage"], prices) == cost.total_usd
+        audio = AUDIO.get(_family(record["model"]), ("0", "0"))
+        assert _hand_cost(record["usage"], prices, audio) == cost.total_usd
         assert cost.total_usd == (
             cost.input_usd
             + cost.cached_input_usd

@@ -9,12 +9,15 @@ carry the metering options over to the new client.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
+from costmeter import _logging as _log
 from costmeter._budget import Budget
 from costmeter._meter import MeterConfig
 from costmeter._shell import request_async, request_sync
@@ -28,6 +31,7 @@ def _config(
     exact_input_tokens: bool,
     log_content: bool,
     deployments: Mapping[str, str] | None,
+    azure: bool = False,
 ) -> MeterConfig:
     if budget is not None and not isinstance(budget, Budget):
         budget = Budget(budget, name="client")
@@ -37,7 +41,51 @@ def _config(
         exact_input_tokens=exact_input_tokens,
         deployments=dict(deployments or {}),
         log_content=log_content,
+        azure=azure,
     )
+
+
+_connect_warned = False
+_connect_lock = threading.Lock()
+
+
+def _warn_websocket_once() -> None:
+    """
+    One ``costmeter.warning`` per process the first time ``responses.connect()`` is used.
+
+    The WebSocket path sends no HTTP request, so ``request()`` never sees it: its responses are
+    not metered, not priced and not held against budgets. Saying so once beats silence.
+    """
+    global _connect_warned  # noqa: PLW0603
+    with _connect_lock:
+        if _connect_warned:
+            return
+        _connect_warned = True
+    _log.emit(
+        _log.WARNING,
+        {
+            "warning": "websocket_not_metered",
+            "api": "responses.connect",
+            "detail": "responses sent over responses.connect() are not metered, priced or "
+            "held against budgets; use responses.create(stream=True) to meter them",
+        },
+    )
+
+
+def _warn_on_connect(resource: Any) -> Any:
+    """Make *resource*'s ``connect()`` (this client's own resource object) warn once when used."""
+    connect = getattr(resource, "connect", None)
+    if connect is None or getattr(connect, "_costmeter_warns", False):
+        return resource
+
+    @functools.wraps(connect)
+    def warning_connect(*args: Any, **kwargs: Any) -> Any:
+        _warn_websocket_once()
+        return connect(*args, **kwargs)
+
+    warning_connect._costmeter_warns = True  # type: ignore[attr-defined]
+    resource.connect = warning_connect
+    return resource
 
 
 class _Options:
@@ -52,10 +100,25 @@ class _Options:
         exact_input_tokens: bool = False,
         log_content: bool = False,
         deployments: Mapping[str, str] | None = None,
+        azure: bool = False,
     ) -> None:
         self._costmeter = _config(
-            budget, include_stream_usage, exact_input_tokens, log_content, deployments
+            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure
         )
+
+    if not TYPE_CHECKING:  # type checkers keep seeing the SDK's own typed resources
+
+        @functools.cached_property
+        def responses(self):
+            """The SDK's ``responses``; its WebSocket ``connect()`` warns it is unmetered."""
+            return _warn_on_connect(super().responses)
+
+        @functools.cached_property
+        def beta(self):
+            """The SDK's ``beta``; ``beta.responses.connect()`` warns like ``connect()``."""
+            beta = super().beta
+            _warn_on_connect(beta.responses)
+            return beta
 
     @property
     def budget(self) -> Budget | None:
@@ -145,7 +208,9 @@ class AzureOpenAI(_Options, openai.AzureOpenAI):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
+        self._set_meter(
+            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
+        )
 
     def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
@@ -167,7 +232,9 @@ class AsyncAzureOpenAI(_Options, openai.AsyncAzureOpenAI):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
+        self._set_meter(
+            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
+        )
 
     async def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import wrapt
 
+from costmeter._errors import ConfigurationError
 from costmeter._meter import MeterConfig
 from costmeter._shell import request_async, request_sync
 
@@ -88,7 +89,15 @@ def instrument(*, budget: Any = None) -> Instrumentation:
     Meter every ``openai.OpenAI``/``openai.AsyncOpenAI`` client in the process (and their
     subclasses, such as the Azure clients), including ones created before this call.
 
+    Args:
+        budget: A cap (a `Budget` or an amount in USD) for every instrumented client's calls,
+            on top of the budgets active where each call is made.
+
     Returns the active handle; a second call returns the same handle.
+
+    Raises:
+        ConfigurationError: a *budget* is given while an instrumentation with another budget is
+            active (silently keeping the old cap would be a surprise); ``uninstrument()`` first.
     """
     global _active  # noqa: PLW0603
     with _lock:
@@ -98,4 +107,9 @@ def instrument(*, budget: Any = None) -> Instrumentation:
             handle = Instrumentation(_config(budget, False, False, False, None))
             handle._patch()
             _active = handle
+        elif budget is not None and budget is not _active.config.budget:
+            raise ConfigurationError(
+                "costmeter.instrument() is already active with another budget; "
+                "call uninstrument() on its handle first"
+            )
         return _active
