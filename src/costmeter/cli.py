@@ -978,14 +978,19 @@ def _cmd_budget_show(args: argparse.Namespace) -> int:
         out.write(
             f"  {item['window']}\n"
             f"    limit      {limit} (as last used)\n"
-            f"    spent      ${item['spent_usd']} in {item['calls']} calls "
+            f"    spent      ${item['spent_usd']} in {_count(item['calls'], 'call')} "
             f"({item['refused']} refused)\n"
-            f"    reserved   ${item['reserved_usd']} by {item['in_flight']} calls in flight\n"
+            f"    reserved   ${item['reserved_usd']} by {_count(item['in_flight'], 'call')} "
+            "in flight\n"
             f"    remaining  {remaining}\n"
         )
         for model, spent in item["by_model"].items():
             out.write(f"      {model:<30} ${spent}\n")
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _cmd_budget_reset(args: argparse.Namespace) -> int:
@@ -1000,9 +1005,8 @@ def _cmd_budget_reset(args: argparse.Namespace) -> int:
             count = sum(ledger.reset(args.name, w) for w in _budget_windows(args, ledger))
     except LedgerError as exc:
         raise _LedgerDown(str(exc)) from None
-    plural = "" if count == 1 else "s"
     sys.stdout.write(
-        f"budget {args.name}: {count} window{plural} removed from {redact(args.ledger)}\n"
+        f"budget {args.name}: {_count(count, 'window')} removed from {redact(args.ledger)}\n"
     )
     return EXIT_OK
 
@@ -1070,6 +1074,8 @@ _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_estimate,
     _add_budget,
 )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``costmeter`` argument parser with every available subcommand."""
     from costmeter import __version__  # noqa: PLC0415

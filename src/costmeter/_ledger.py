@@ -1,0 +1,729 @@
+"""
+Where a budget's numbers live: in memory (one process), SQLite (one host), Redis (many hosts).
+
+A budget's state for one window — spend, call and refusal counts, thresholds already announced,
+spend per model, and the *holds* (reservations) of calls in flight — is a `WindowState`. Every
+decision about it (does the worst case fit? which thresholds did this charge cross? which holds
+have outlived their lease?) is a method of `WindowState`, written once. A backend only has to run
+``change(state)`` atomically: load the state, apply the change, write back what changed, with no
+other writer in between.
+
+* `MemoryLedger`: a dict under one process-wide lock (what a plain ``budget(...)`` uses).
+* `SQLiteLedger`: ``BEGIN IMMEDIATE`` (the write lock is taken *before* reading, so two processes
+  can never both read the old state) with a busy timeout; WAL journal; one connection per thread.
+* `RedisLedger`: one hash per budget window. Read it, apply the change in Python, then write with
+  a Lua script (``register_script``) that applies the new fields only if the hash's ``version``
+  is still the one that was read — an atomic compare-and-set; on a conflict, read again and
+  retry until the ledger timeout. The money arithmetic stays in Python's `Decimal`; Lua only
+  compares a version and copies strings (Lua numbers are doubles).
+
+Crash safety: a hold carries an expiry (its lease). A process killed mid-call never settles its
+hold; the next operation on that window, from any process, drops holds whose lease has passed.
+The lease must outlast the longest call (streams, background responses), or a slow call's hold
+is dropped while it runs and the budget could admit more than it should.
+
+Windows are calendar periods in a time zone (UTC unless configured): the window's start, as an
+ISO date-time with its UTC offset, is part of the ledger key (``day:2025-06-01T00:00+00:00``), so
+a new period starts from zero and the old one stays readable; ``total`` never expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from costmeter._errors import ConfigurationError, LedgerError
+
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_LEDGER_TIMEOUT",
+    "Hold",
+    "Ledger",
+    "MemoryLedger",
+    "RedisLedger",
+    "SQLiteLedger",
+    "WindowState",
+    "memory_lock",
+    "new_hold_id",
+    "open_ledger",
+    "parse_window",
+    "redact",
+    "window_end",
+    "window_key",
+]
+
+T = TypeVar("T")
+
+DEFAULT_LEASE_SECONDS = 600.0
+"""How long a call's hold lives in a persistent ledger if its process never settles it."""
+DEFAULT_LEDGER_TIMEOUT = 5.0
+"""How long to wait for a locked SQLite file or a Redis answer before giving up."""
+
+_ZERO = Decimal(0)
+# Redis keeps a finished window this long after it ends (for `costmeter budget show`).
+_KEEP_PAST_WINDOWS_S = 35 * 24 * 3600
+_WINDOW_KINDS = {
+    "hour": "hour",
+    "1h": "hour",
+    "day": "day",
+    "1d": "day",
+    "month": "month",
+    "1mo": "month",
+}
+_WINDOW_KEY = re.compile(r"total|(hour|day|month):\d{4}-\d\d-\d\dT\d\d:\d\d[+-]\d\d:\d\d", re.ASCII)
+# One lock for every in-memory ledger, so a call can reserve across nested in-memory budgets
+# atomically without lock-ordering rules. Re-entrant: `Reservation` holds it around its loop.
+memory_lock = threading.RLock()
+
+
+# -- windows -------------------------------------------------------------------------------------
+
+
+def parse_window(window: str | None) -> str | None:
+    """``hour``/``1h``, ``day``/``1d``, ``month``/``1mo``, or ``None`` (never expires)."""
+    if window is None:
+        return None
+    kind = _WINDOW_KINDS.get(window.strip().lower()) if isinstance(window, str) else None
+    if kind is None:
+        raise ConfigurationError(
+            f"window must be 'hour' ('1h'), 'day' ('1d'), 'month' or None, got {window!r}"
+        )
+    return kind
+
+
+def _window_start(kind: str, now: float, tz: tzinfo) -> datetime:
+    local = datetime.fromtimestamp(now, tz)
+    if kind == "hour":
+        start = local.replace(minute=0, second=0, microsecond=0)
+    elif kind == "day":
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    # A zoneinfo offset follows the wall time; ``fold`` only matters inside a repeated hour,
+    # which an hour window keeps (two distinct windows) and a day or month start never is in.
+    return start if kind == "hour" else start.replace(fold=0)
+
+
+def window_key(kind: str | None, now: float, tz: tzinfo = timezone.utc) -> str:
+    """
+    The ledger key of the window containing *now* (a Unix time).
+
+    The window's local start with its UTC offset, so the key is unique per real period even
+    across time zones and the repeated hour of a DST change.
+    """
+    if kind is None:
+        return "total"
+    start = _window_start(kind, now, tz)
+    return f"{kind}:{start.isoformat(timespec='minutes')}"
+
+
+def window_end(kind: str | None, now: float, tz: tzinfo = timezone.utc) -> float | None:
+    """The Unix time the window containing *now* ends; ``None`` for a non-expiring total."""
+    if kind is None:
+        return None
+    start = _window_start(kind, now, tz)
+    if kind == "hour":
+        # Add an hour in UTC: local wall time may repeat or skip an hour.
+        return start.timestamp() + 3600
+    if kind == "day":
+        nxt = (start.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=tz)
+    else:
+        year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+        nxt = start.replace(tzinfo=None, year=year, month=month).replace(tzinfo=tz)
+    return nxt.timestamp()
+
+
+# -- the state of one budget window, and every decision about it ---------------------------------
+
+
+@dataclass
+class Hold:
+    """A call's reservation: its worst case, until settled, released or expired."""
+
+    amount: Decimal
+    expires: float | None  # Unix time; None: never (in-memory budgets die with their process)
+
+
+def new_hold_id() -> str:
+    """A hold id, unique across processes and hosts (the pid helps when reading a ledger)."""
+    return f"{os.getpid()}-{secrets.token_hex(6)}"
+
+
+@dataclass
+class WindowState:
+    """
+    One budget's numbers for one window. The only place that decides admission and thresholds.
+
+    Backends load it, call one of the methods below inside their atomic section, and store it.
+    """
+
+    spent: Decimal = _ZERO
+    calls: int = 0
+    refused: int = 0
+    crossed: int = 0  # how many of the budget's warn_at thresholds have been announced
+    limit: Decimal | None = None  # the limit last used with this window (for `budget show`)
+    by_model: dict[str, Decimal] = field(default_factory=dict)
+    holds: dict[str, Hold] = field(default_factory=dict)
+
+    @property
+    def reserved(self) -> Decimal:
+        """Worst cases held by calls in flight."""
+        return sum((hold.amount for hold in self.holds.values()), _ZERO)
+
+    def expire(self, now: float) -> list[str]:
+        """Drop holds whose lease ended (their process died mid-call); returns their ids."""
+        gone = [
+            hold_id
+            for hold_id, hold in self.holds.items()
+            if hold.expires is not None and hold.expires <= now
+        ]
+        for hold_id in gone:
+            del self.holds[hold_id]
+        return gone
+
+    def admit(
+        self, hold_id: str, amount: Decimal, limit: Decimal, expires: float | None, *, force: bool
+    ) -> bool:
+        """
+        Hold *amount* if ``spent + reserved + amount <= limit``; returns whether it fit.
+
+        *force* (a ``warn``-mode budget) holds it even when it does not fit; otherwise a call
+        that does not fit is counted as refused and nothing is held.
+        """
+        self.limit = limit
+        fits = self.spent + self.reserved + amount <= limit
+        if fits or force:
+            self.holds[hold_id] = Hold(amount, expires)
+        else:
+            self.refused += 1
+        return fits
+
+    def release(self, hold_id: str) -> None:
+        """Give a hold back without charging (a call refused by another budget)."""
+        self.holds.pop(hold_id, None)
+
+    def charge(
+        self,
+        hold_id: str | None,
+        actual: Decimal,
+        model: str,
+        limit: Decimal,
+        thresholds: tuple[Decimal, ...],
+    ) -> list[Decimal]:
+        """
+        Release the call's hold (if it still exists) and charge *actual*.
+
+        Returns the ``warn_at`` fractions this charge crossed: each is announced once per window,
+        whichever process crosses it.
+        """
+        if hold_id is not None:
+            self.holds.pop(hold_id, None)
+        self.limit = limit
+        self.spent += actual
+        self.calls += 1
+        self.by_model[model] = self.by_model.get(model, _ZERO) + actual
+        crossed = []
+        while self.crossed < len(thresholds) and self.spent >= thresholds[self.crossed] * limit:
+            crossed.append(thresholds[self.crossed])
+            self.crossed += 1
+        return crossed
+
+    def copy(self) -> WindowState:
+        """An independent copy (readers must not see a later change)."""
+        return WindowState(
+            self.spent,
+            self.calls,
+            self.refused,
+            self.crossed,
+            self.limit,
+            dict(self.by_model),
+            {k: Hold(h.amount, h.expires) for k, h in self.holds.items()},
+        )
+
+    # -- storage form: flat str -> str fields (a Redis hash, SQLite rows) -------------------------
+    def to_fields(self) -> dict[str, str]:
+        """The state as flat string fields; money as exact decimal strings."""
+        fields = {
+            "spent": str(self.spent),
+            "calls": str(self.calls),
+            "refused": str(self.refused),
+            "crossed": str(self.crossed),
+        }
+        if self.limit is not None:
+            fields["limit"] = str(self.limit)
+        for model, amount in self.by_model.items():
+            fields[f"model:{model}"] = str(amount)
+        for hold_id, hold in self.holds.items():
+            expires = "-" if hold.expires is None else repr(hold.expires)
+            fields[f"hold:{hold_id}"] = f"{hold.amount} {expires}"
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> WindowState:
+        """Parse `to_fields` output; raises `LedgerError` on data costmeter did not write."""
+        state = cls()
+        try:
+            for name, value in fields.items():
+                if name.startswith("model:"):
+                    state.by_model[name[6:]] = Decimal(value)
+                elif name.startswith("hold:"):
+                    amount, expires = value.split(" ", 1)
+                    state.holds[name[5:]] = Hold(
+                        Decimal(amount), None if expires == "-" else float(expires)
+                    )
+                elif name == "spent":
+                    state.spent = Decimal(value)
+                elif name == "limit":
+                    state.limit = Decimal(value)
+                elif name in ("calls", "refused", "crossed"):
+                    setattr(state, name, int(value))
+        except (ValueError, InvalidOperation) as exc:
+            raise LedgerError(f"unreadable budget state in the ledger: {exc}") from None
+        return state
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """*url* without its password, for messages and events."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+class Ledger(ABC):
+    """Atomic storage of `WindowState` per (budget name, window key)."""
+
+    url: str = "memory://"
+    persistent: bool = False
+
+    @abstractmethod
+    def transact(
+        self,
+        budget: str,
+        window: str,
+        change: Callable[[WindowState], T],
+        keep_for: float | None = None,
+    ) -> T:
+        """
+        Apply *change* to the state atomically and return its result.
+
+        *keep_for*: seconds until the window ends (``None``: never); a backend that expires
+        data keeps the window at least that long (Redis: plus 35 days, for ``budget show``).
+
+        Raises:
+            LedgerError: the ledger could not be reached, or stayed locked beyond its timeout.
+        """
+
+    @abstractmethod
+    def read(self, budget: str, window: str) -> WindowState:
+        """A copy of the state (empty if nothing was recorded)."""
+
+    @abstractmethod
+    def windows(self, budget: str) -> list[str]:
+        """The window keys recorded for *budget*, sorted."""
+
+    @abstractmethod
+    def reset(self, budget: str, window: str | None = None) -> int:
+        """Forget *budget* (one window, or all); returns how many windows were dropped."""
+
+
+class MemoryLedger(Ledger):
+    """One process's budget, in a dict (today's behaviour: gone when the process exits)."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], WindowState] = {}
+
+    def transact(
+        self,
+        budget: str,
+        window: str,
+        change: Callable[[WindowState], T],
+        keep_for: float | None = None,
+    ) -> T:
+        with memory_lock:
+            state = self._states.get((budget, window))
+            if state is None:
+                state = self._states[(budget, window)] = WindowState()
+            return change(state)
+
+    def read(self, budget: str, window: str) -> WindowState:
+        with memory_lock:
+            state = self._states.get((budget, window))
+            return WindowState() if state is None else state.copy()
+
+    def windows(self, budget: str) -> list[str]:
+        with memory_lock:
+            return sorted(w for b, w in self._states if b == budget)
+
+    def reset(self, budget: str, window: str | None = None) -> int:
+        with memory_lock:
+            keys = [k for k in self._states if k[0] == budget and window in (None, k[1])]
+            for key in keys:
+                del self._states[key]
+            return len(keys)
+
+
+def _diff(before: dict[str, str], after: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    changed = {k: v for k, v in after.items() if before.get(k) != v}
+    removed = [k for k in before if k not in after]
+    return changed, removed
+
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS costmeter_ledger (
+    budget TEXT NOT NULL,
+    window TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (budget, window, field)
+) WITHOUT ROWID
+"""
+
+
+class SQLiteLedger(Ledger):
+    """
+    A SQLite file shared by every process on one host.
+
+    Each operation is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock is taken before the
+    state is read, so concurrent reserve/settle calls serialise across threads and processes.
+    A writer waits up to *timeout* seconds for the lock (the busy timeout), then `LedgerError`.
+    WAL journal with ``synchronous=NORMAL``: a committed charge survives the process being
+    killed; a power loss may lose the last moments.
+    """
+
+    persistent = True
+
+    def __init__(self, url: str, path: str, timeout: float) -> None:
+        self.url = url
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SQLITE_SCHEMA)
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _fail(self, exc: BaseException, what: str) -> LedgerError:
+        detail = str(exc) or type(exc).__name__
+        if "locked" in detail or "busy" in detail:
+            detail += f" (waited {self.timeout:g} s)"
+        return LedgerError(f"budget ledger {self.url} unavailable ({what}): {detail}")
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, budget: str, window: str) -> dict[str, str]:
+        rows = conn.execute(
+            "SELECT field, value FROM costmeter_ledger WHERE budget = ? AND window = ?",
+            (budget, window),
+        )
+        return {str(name): str(value) for name, value in rows}
+
+    def transact(
+        self,
+        budget: str,
+        window: str,
+        change: Callable[[WindowState], T],
+        keep_for: float | None = None,
+    ) -> T:
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "lock") from exc
+        try:
+            before = self._load(conn, budget, window)
+            state = WindowState.from_fields(before)
+            result = change(state)
+            changed, removed = _diff(before, state.to_fields())
+            conn.executemany(
+                "INSERT OR REPLACE INTO costmeter_ledger (budget, window, field, value) "
+                "VALUES (?, ?, ?, ?)",
+                [(budget, window, k, v) for k, v in changed.items()],
+            )
+            conn.executemany(
+                "DELETE FROM costmeter_ledger WHERE budget = ? AND window = ? AND field = ?",
+                [(budget, window, k) for k in removed],
+            )
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._fail(exc, "write") from exc
+            raise
+        return result
+
+    def read(self, budget: str, window: str) -> WindowState:
+        try:
+            return WindowState.from_fields(self._load(self._connection(), budget, window))
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from exc
+
+    def windows(self, budget: str) -> list[str]:
+        try:
+            rows = self._connection().execute(
+                "SELECT DISTINCT window FROM costmeter_ledger WHERE budget = ? ORDER BY window",
+                (budget,),
+            )
+            return [str(row[0]) for row in rows]
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from exc
+
+    def reset(self, budget: str, window: str | None = None) -> int:
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if window is None:
+                    count = len(self.windows(budget))
+                    conn.execute("DELETE FROM costmeter_ledger WHERE budget = ?", (budget,))
+                else:
+                    count = int(bool(self._load(conn, budget, window)))
+                    conn.execute(
+                        "DELETE FROM costmeter_ledger WHERE budget = ? AND window = ?",
+                        (budget, window),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "reset") from exc
+        return count
+
+
+# Compare-and-set of one budget window's hash. KEYS[1]: the hash. ARGV: the version the caller
+# read, the seconds the hash must live on (0: forever), the number of fields to set, then the
+# field/value pairs to set, then the fields to delete. Returns 1 if applied, 0 on a conflict.
+_CAS_SCRIPT = """
+local version = redis.call('HGET', KEYS[1], 'version') or '0'
+if version ~= ARGV[1] then
+  return 0
+end
+local nset = tonumber(ARGV[3])
+local i = 4
+for _ = 1, nset do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  i = i + 1
+end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return 1
+"""
+
+
+class RedisLedger(Ledger):
+    """
+    A Redis database shared by processes on many hosts: one hash per budget window.
+
+    Reads are plain ``HGETALL``; every write goes through one Lua compare-and-set script, so a
+    change computed from a state another process has since changed is never applied (it is
+    recomputed). Finished windows expire 35 days after they end.
+    """
+
+    persistent = True
+
+    def __init__(self, url: str, timeout: float) -> None:
+        try:
+            import redis  # noqa: PLC0415  (only needed by Redis-backed budgets)
+        except ModuleNotFoundError as exc:
+            raise ConfigurationError(
+                f"the ledger {redact(url)!r} needs the redis package: "
+                "pip install 'costmeter[redis]'"
+            ) from exc
+        from redis.backoff import ExponentialBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
+
+        self.url = url
+        self.timeout = timeout
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        # One quick retry of a dropped connection (e.g. after a Redis restart), then give up:
+        # a caller waits at most about twice the timeout, not redis-py's default backoff.
+        self._client: Any = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+            decode_responses=True,
+        )
+        self._cas: Any = self._client.register_script(_CAS_SCRIPT)
+
+    @staticmethod
+    def _key(budget: str, window: str) -> str:
+        return f"costmeter:budget:{budget}:{window}"
+
+    def _fail(self, exc: BaseException, what: str) -> LedgerError:
+        detail = str(exc) or type(exc).__name__
+        return LedgerError(f"budget ledger {redact(self.url)} unavailable ({what}): {detail}")
+
+    def transact(
+        self,
+        budget: str,
+        window: str,
+        change: Callable[[WindowState], T],
+        keep_for: float | None = None,
+    ) -> T:
+        key = self._key(budget, window)
+        # Relative to the caller's clock (not Redis's): the window ends *keep_for* s from now.
+        ttl = 0 if keep_for is None else max(1, int(keep_for) + 1 + _KEEP_PAST_WINDOWS_S)
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                before: dict[str, str] = self._client.hgetall(key)
+            except self._errors as exc:
+                raise self._fail(exc, "read") from exc
+            version = before.pop("version", "0")
+            state = WindowState.from_fields(before)
+            result = change(state)
+            changed, removed = _diff(before, state.to_fields())
+            if not changed and not removed:
+                return result
+            args: list[str | int] = [version, ttl, len(changed)]
+            for name, value in changed.items():
+                args += [name, value]
+            args += removed
+            try:
+                applied = self._cas(keys=[key], args=args)
+            except self._errors as exc:
+                raise self._fail(exc, "write") from exc
+            if applied == 1:
+                return result
+            attempt += 1
+            if time.monotonic() > deadline:
+                raise LedgerError(
+                    f"budget ledger {redact(self.url)} unavailable (write): still contended "
+                    f"after {attempt} attempts in {self.timeout:g} s"
+                )
+            # Back off a little (with jitter) so contending processes stop colliding.
+            time.sleep(min(0.02, 0.0005 * attempt) * (0.5 + secrets.randbelow(100) / 100))
+
+    def read(self, budget: str, window: str) -> WindowState:
+        try:
+            fields: dict[str, str] = self._client.hgetall(self._key(budget, window))
+        except self._errors as exc:
+            raise self._fail(exc, "read") from exc
+        fields.pop("version", None)
+        return WindowState.from_fields(fields)
+
+    def windows(self, budget: str) -> list[str]:
+        prefix = self._key(budget, "")
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        try:
+            keys = list(self._client.scan_iter(match=pattern, count=500))
+        except self._errors as exc:
+            raise self._fail(exc, "read") from exc
+        # A budget named "a:day" shares the prefix of "a": keep only well-formed window keys.
+        found = (str(k)[len(prefix) :] for k in keys)
+        return sorted(w for w in found if _WINDOW_KEY.fullmatch(w))
+
+    def reset(self, budget: str, window: str | None = None) -> int:
+        names = self.windows(budget) if window is None else [window]
+        if not names:
+            return 0
+        try:
+            return int(self._client.delete(*(self._key(budget, w) for w in names)))
+        except self._errors as exc:
+            raise self._fail(exc, "reset") from exc
+
+
+# -- opening ledgers by URL ----------------------------------------------------------------------
+
+_open_lock = threading.Lock()
+_open: dict[tuple[str, float, int], Ledger] = {}
+
+
+def _sqlite_path(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise ConfigurationError(
+            f"a SQLite ledger URL is sqlite:///relative/path.db or sqlite:////absolute/path.db, "
+            f"got {url!r}"
+        )
+    path = unquote(url[len("sqlite:///") :].split("?", 1)[0])
+    if not path or path == ":memory:":
+        raise ConfigurationError(
+            f"a SQLite ledger needs a file shared by the processes, got {url!r} "
+            "(for a per-process budget, leave ledger unset)"
+        )
+    return path
+
+
+def open_ledger(url: str | Ledger | None, timeout: float = DEFAULT_LEDGER_TIMEOUT) -> Ledger:
+    """
+    The ledger for *url*: ``None`` or ``memory://`` (a new in-memory ledger),
+    ``sqlite:///path.db``, ``redis://host:port/db`` (also ``rediss://``, ``unix://``), or a
+    `Ledger` object. SQLite and Redis ledgers are shared per URL within a process.
+
+    Raises:
+        ConfigurationError: an unknown scheme, a bad path or timeout, or the ``redis`` package
+            missing for a Redis URL.
+    """
+    if isinstance(url, Ledger):
+        return url
+    if url is None or url == "memory://":
+        return MemoryLedger()
+    if not isinstance(url, str):
+        raise ConfigurationError(f"ledger must be a URL string, got {url!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigurationError(f"ledger_timeout must be a positive number, got {timeout!r}")
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("sqlite", "redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"unknown ledger {redact(url)!r}: use sqlite:///path.db or redis://host:6379/0"
+        )
+    path = _sqlite_path(url) if scheme == "sqlite" else None
+    key = (url, float(timeout), os.getpid())
+    with _open_lock:
+        ledger = _open.get(key)
+        if ledger is None:
+            if path is not None:
+                ledger = SQLiteLedger(url, path, float(timeout))
+            else:
+                try:
+                    ledger = RedisLedger(url, float(timeout))
+                except ImportError:
+                    raise ConfigurationError(
+                        "a Redis ledger needs the redis package: pip install 'redis>=5'"
+                    ) from None
+                except ValueError as exc:
+                    raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from None
+            _open[key] = ledger
+        return ledger
