@@ -438,7 +438,6 @@ class TestTagsAndSecrets:
         for secret in ("SECRET-PROMPT", "SECRET-OUTPUT", "sk-test-secret", "Bearer"):
             assert secret not in dumped
 
-
     @pytest.mark.parametrize("stream", [False, True])
     def test_content_only_when_asked(self, httpx2_mock: respx.Router, stream: bool) -> None:
         """log_content=True adds the request's input and the output text; nothing else changes."""

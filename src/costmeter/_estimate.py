@@ -20,22 +20,26 @@ Counting rules, ``T(x)`` being the tokens of text ``x`` in the model's encoding:
 * a ``json_schema`` output format costs its name and compact JSON, less 4;
 * images: OpenAI's 512-px tile or 32-px patch rules; only ``data:`` URLs can be measured.
 
-Tokenizing is the only real cost: text → count is memoized in a bounded LRU keyed on
-(encoding, text), so a conversation that resends its history only tokenizes what is new.
+Tokenizing is the only real cost: text → count is memoized in an LRU keyed on (encoding, text)
+and bounded in entries and characters, so a conversation that resends its history only tokenizes
+what is new and a long-running process does not grow.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import math
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from costmeter._errors import ConfigurationError, UnknownModelError
 from costmeter._pricing import ModelPrice, price_of
@@ -100,10 +104,62 @@ class Estimate:
 _ENCODINGS: dict[str, Any] = {}
 
 
-@functools.lru_cache(maxsize=8192)
-def _count(encoding: str, text: str) -> int:
-    """Tokens of *text*; memoized because every turn of a conversation resends its history."""
-    return len(_ENCODINGS[encoding].encode_ordinary(text))
+class _MemoInfo(NamedTuple):
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
+    chars: int
+
+
+class _Memo:
+    """
+    Tokens of *text* in *encoding*, memoized because every turn of a conversation resends its
+    history; an LRU bounded in entries *and* in characters held.
+
+    An entry bound alone does not bound memory: 8,192 fresh 2k-token prompts would keep ~64 MB
+    of text alive in a long-running service. Texts longer than half the character budget are
+    counted but not kept (one would evict everything else).
+    """
+
+    def __init__(self, maxsize: int, max_chars: int) -> None:
+        self.maxsize = maxsize
+        self.max_chars = max_chars
+        self._entries: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._chars = self._hits = self._misses = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, encoding: str, text: str) -> int:
+        key = (encoding, text)
+        entries = self._entries
+        tokens = entries.get(key)  # hits take no lock: each OrderedDict call is atomic
+        if tokens is not None:
+            with contextlib.suppress(KeyError):  # evicted by another thread meanwhile
+                entries.move_to_end(key)
+            self._hits += 1  # statistics only: approximate under threads
+            return tokens
+        self._misses += 1
+        tokens = len(_ENCODINGS[encoding].encode_ordinary(text))
+        if len(text) <= self.max_chars // 2:
+            with self._lock:  # insert and evict together, so the character total stays exact
+                if key not in entries:
+                    entries[key] = tokens
+                    self._chars += len(text)
+                    while len(entries) > self.maxsize or self._chars > self.max_chars:
+                        (_, old), _tokens = entries.popitem(last=False)
+                        self._chars -= len(old)
+        return tokens
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._chars = self._hits = self._misses = 0
+
+    def cache_info(self) -> _MemoInfo:
+        return _MemoInfo(self._hits, self._misses, self.maxsize, len(self._entries), self._chars)
+
+
+_count = _Memo(maxsize=8192, max_chars=2_000_000)
 
 
 def output_tokens_of(texts: Iterable[str], model: str) -> int:
@@ -521,10 +577,10 @@ def output_bound(api: str, body: Mapping[str, Any]) -> tuple[int, bool]:
 
 def worst_case_usd(price: ModelPrice, input_tokens: int, max_output_tokens: int) -> Decimal:
     """
-    Every input token at the full input rate (no cache hit is assumed) plus the whole output
-    bound, at the long-context rates when the input crosses their threshold.
+    The most a request can cost: every input token at the dearest input rate (no cache hit is
+    assumed, and a cache write can cost more than plain input, e.g. gpt-5.6), plus the whole
+    output bound, at the long-context rates when the input crosses their threshold.
     """
     rates = price.for_input(input_tokens)
-    return (
-        input_tokens * rates.input_per_mtok + max_output_tokens * rates.output_per_mtok
-    ) / _MILLION
+    input_rate = max(rates.input_per_mtok, rates.cache_write_per_mtok)
+    return (input_tokens * input_rate + max_output_tokens * rates.output_per_mtok) / _MILLION

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from costmeter import _background
 from costmeter import _logging as _log
 from costmeter._budget import Budget, Reservation, active_budgets
 from costmeter._errors import BudgetExceededError, CostmeterError, UnknownModelError
@@ -202,7 +201,6 @@ class Call:
         self.estimated_input_tokens: int | None = None
         self.estimated_cost: Decimal | None = None
         self.estimate_complete = True
-        self._counting: _background.Job | None = None
         # observed
         self.received = False
         self.response_id = response_id
@@ -248,11 +246,6 @@ class Call:
         if self.route.kind != "create":
             return
         price = self._requested_price()
-        if exact_input_tokens is None and not self.budgets and _background.large(self.body):
-            # Nothing to refuse: count while the request is in flight (joined before the event).
-            self._counting = _background.submit(lambda: self._estimate(price, None))
-            if self._counting is not None:
-                return
         self._estimate(price, exact_input_tokens)
         if not self.budgets:
             return
@@ -501,9 +494,6 @@ class Call:
         )
 
     def _settle_and_emit(self, error: BaseException | None, abandoned: bool) -> None:
-        counting, self._counting = self._counting, None
-        if counting is not None:
-            counting.join()  # the background count of the input (see `begin`)
         outcome = self._outcome(error, abandoned)
         usage, source, problem = self._usage()
         cost, price_status = self._price(usage)

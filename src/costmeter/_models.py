@@ -9,6 +9,7 @@ only — never silently priced as their base model.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ def parse_model(model: object) -> ModelName:
     """
     if not isinstance(model, str):
         raise ConfigurationError(f"model must be a str, got {type(model).__name__}: {model!r}")
+    return _parse(model)
+
+
+@functools.lru_cache(maxsize=1024)  # every call prices its model at least twice
+def _parse(model: str) -> ModelName:
     name = model.strip().lower()
     if not name:
         raise ConfigurationError("model must be a non-empty string")

@@ -1,0 +1,53 @@
+"""
+Run every performance benchmark in turn (each in its own interpreter) and summarise the verdicts.
+
+    .venv/bin/python bench/run_all.py [--quick] [--strict]
+
+``--quick`` and ``--strict`` are passed to each benchmark. Exit status: 1 when a benchmark
+crashed, or (with ``--strict``) missed a target; otherwise 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ("import_time.py", "overhead.py", "estimator_throughput.py", "memory.py")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--strict", action="store_true")
+    args = parser.parse_args()
+    flags = [flag for flag, on in (("--quick", args.quick), ("--strict", args.strict)) if on]
+    verdicts: list[str] = []
+    status = 0
+    for bench in BENCHES:
+        command = [sys.executable, str(HERE / bench), *flags]
+        print(f"$ {' '.join([Path(sys.executable).name, 'bench/' + bench, *flags])}", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
+        print(done.stdout, end="")
+        if done.returncode:
+            print(done.stderr[-2000:], end="")
+            status = 1
+        elapsed = time.perf_counter() - started
+        lines = [line.strip() for line in done.stdout.splitlines()]
+        passed = sum("PASS" in line for line in lines)
+        failed = sum("FAIL" in line for line in lines)
+        verdicts.append(
+            f"  {bench:<26} {elapsed:6.0f} s  {passed} pass  {failed} fail  exit {done.returncode}"
+        )
+        print(flush=True)
+    print("summary:")
+    print("\n".join(verdicts))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
