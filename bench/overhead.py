@@ -237,10 +237,7 @@ def profile(name: str, run: Callable[[], None]) -> None:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(15)
-    print(
-        f"\ncProfile of the worst case ({name}), metered calls only, "
-        "top 15 by own time:"
-    )
+    print(f"\ncProfile of the worst case ({name}), metered calls only, top 15 by own time:")
     lines = out.getvalue().splitlines()
     start = next(i for i, line in enumerate(lines) if "ncalls" in line)
     for line in lines[start:]:
