@@ -1,7 +1,9 @@
 """
 Per-call overhead of ``costmeter.OpenAI`` vs the bare ``openai.OpenAI`` client.
 
-Both clients talk real HTTP to the same `costmeter.testing.FakeOpenAI` loopback server. Calls are
+Both clients talk real HTTP to the same `costmeter.testing.FakeOpenAI` loopback server, run in a
+process of its own (as a real server is: in-process, its threads would compete with the client
+for the GIL and inflate whatever the client does after a response arrives). Calls are
 interleaved in pairs (bare, metered / metered, bare, alternating which goes first) and every call
 sends fresh text, so costmeter's token-count memo never hits across calls. The figure for each
 workload is the median over pairs of (metered time / bare time) for two calls made back to back.
@@ -29,16 +31,18 @@ Exit status is 0 even when a target is missed, unless ``--strict`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import io
 import logging
+import multiprocessing
 import pstats
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,29 +155,43 @@ def paired(
     return result
 
 
-def delayed(
-    server: FakeOpenAI,
-    run: Callable[..., Result],
-    result: Result,
-    pairs: int,
-    *args: Any,
-) -> Result:
-    """*run* with every response held back 5 ms by the server (a GIL-free wait, like a network)."""
-    server.delay_next(0.005, times=2 * pairs)
-    return run(result, pairs, *args)
+def _serve(conn: Any) -> None:
+    """Child process: run FakeOpenAI until the parent closes the pipe."""
+    with FakeOpenAI() as server:
+        conn.send(server.base_url)
+        with contextlib.suppress(EOFError):
+            conn.recv()
+
+
+@contextlib.contextmanager
+def server_process() -> Iterator[str]:
+    """A `FakeOpenAI` in a process of its own; yields its base URL."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_serve, args=(child,), daemon=True)
+    process.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.close()
+        process.join(5)
+        if process.is_alive():
+            process.kill()
 
 
 def single(
-    client: openai.OpenAI, text: Text, tokens: int, *, budget: bool = False
+    client: openai.OpenAI, text: Text, tokens: int, *, budget: bool = False, delay_ms: int = 0
 ) -> Callable[[], Callable[[], Any]]:
+    headers = {"x-fake-delay-ms": str(delay_ms)} if delay_ms else None
+
     def prepare() -> Callable[[], Any]:
         prompt = text(tokens)
         if not budget:
-            return lambda: client.responses.create(model=MODEL, input=prompt)
+            return lambda: client.responses.create(model=MODEL, input=prompt, extra_headers=headers)
 
         def call() -> None:
             with costmeter.budget(10**6, name="bench"):
-                client.responses.create(model=MODEL, input=prompt)
+                client.responses.create(model=MODEL, input=prompt, extra_headers=headers)
 
         return call
 
@@ -306,9 +324,9 @@ def main() -> int:
 
     logging_note = configure_logging(args.log)
     costmeter.set_strict(False)
-    with FakeOpenAI() as server:
+    with server_process() as base_url:
         kwargs: dict[str, Any] = {
-            "base_url": server.base_url,
+            "base_url": base_url,
             "api_key": "sk-bench",
             "max_retries": 0,
         }
@@ -340,13 +358,11 @@ def main() -> int:
                 single(base, text_a, 2000),
                 single(cand, text_b, 2000, budget=True),
             ),
-            delayed(
-                server,
-                paired,
+            paired(
                 Result("  same, server takes 5 ms", None),
                 n(100),
-                single(base, text_a, 2000),
-                single(cand, text_b, 2000),
+                single(base, text_a, 2000, delay_ms=5),
+                single(cand, text_b, 2000, delay_ms=5),
             ),
             paired(
                 Result("responses, ~100k input tokens", None),
@@ -364,7 +380,7 @@ def main() -> int:
         ]
         print(
             f"costmeter {costmeter.__version__}, openai {openai.__version__}, python "
-            f"{sys.version.split()[0]}; FakeOpenAI loopback HTTP; fresh input per call"
+            f"{sys.version.split()[0]}; FakeOpenAI in its own process, loopback HTTP; fresh input per call"
         )
         print(f"events: {logging_note}")
         print(

@@ -416,8 +416,9 @@ class FakeOpenAI:
     (plain and stream, ``stream_options.include_usage``) and ``POST /embeddings``.
 
     Per-request knobs are request headers, so they work through ``extra_headers``:
-    ``x-fake-output-tokens``, ``x-fake-reasoning-tokens``, ``x-fake-cached-tokens`` and
-    ``x-fake-deltas`` (number of text deltas in a stream).
+    ``x-fake-output-tokens``, ``x-fake-reasoning-tokens``, ``x-fake-cached-tokens``,
+    ``x-fake-deltas`` (number of text deltas in a stream) and ``x-fake-delay-ms`` (hold the
+    response that long, like a slow network).
 
     Scripted faults (``fail_next``, ``reset_next``, ``cut_stream_next``, ...) queue up and apply to
     the next matching request(s); by default "matching" means a POST to a billed endpoint
@@ -1116,7 +1117,11 @@ class FakeOpenAI:
 
         streaming = bool(body and body.get("stream")) or query.get("stream") == "true"
         faults = self._take_faults(path, method, streaming)
-        if faults.delay is not None and self._stopping.wait(float(faults.delay.params["seconds"])):
+        delay_ms = _int_header(headers, "x-fake-delay-ms")
+        delay = float(faults.delay.params["seconds"]) if faults.delay is not None else None
+        if delay_ms is not None:
+            delay = (delay or 0.0) + delay_ms / 1000
+        if delay is not None and self._stopping.wait(delay):
             h.abort(reset=True)
             return
         if faults.outcome is not None and self._apply_outcome(h, faults.outcome):
