@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import costmeter
-from costmeter import cli
+from costmeter import _report, cli
 from costmeter._logging import otel_genai_keys
 from costmeter._pricing import price_of
 from costmeter.cli import main
@@ -511,7 +511,7 @@ class TestProgress:
     ) -> None:
         """Progress goes to stderr when it is a terminal, and is cleared at the end."""
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-        progress = cli._Progress("costs.jsonl", 1000, lambda: 250)
+        progress = _report.Progress("costs.jsonl", 1000, lambda: 250)
         progress.next_at = 0.0
 
         progress.tick(5000)
@@ -523,7 +523,7 @@ class TestProgress:
 
     def test_silent_otherwise(self, capsys: pytest.CaptureFixture[str]) -> None:
         """Without a terminal nothing is shown."""
-        progress = cli._Progress("costs.jsonl", 1000, lambda: 250)
+        progress = _report.Progress("costs.jsonl", 1000, lambda: 250)
         progress.next_at = 0.0
 
         progress.tick(5000)

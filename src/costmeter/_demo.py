@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from costmeter import cli
+from costmeter import _report, cli
 
 if TYPE_CHECKING:
     import httpx2
@@ -170,9 +170,9 @@ def _start_log(path: str) -> bool:
     Returns ``False`` (after saying why) when the file cannot be written.
     """
     if os.path.isdir(path):
-        raise cli._UsageError(f"--log {path} is a directory")
+        raise _report.UsageError(f"--log {path} is a directory")
     if os.path.exists(path) and not _is_demo_log(path):
-        raise cli._UsageError(
+        raise _report.UsageError(
             f"{path} exists and is not a costmeter demo log; not overwriting it "
             "(remove it or choose another --log)"
         )
@@ -478,8 +478,8 @@ def _finish(run: _Run, path: str) -> int:
         f"{sum(1 for r in run.refusals if r.get('refused'))} refused before sending)"
     )
     print(f"\n$ costmeter report {path}")
-    report = cli._build_report([path], "model", None, None)
-    cli._write_table(report, sys.stdout)
+    report = _report.build_report([path], "model", None, None)
+    _report.write_table(report, sys.stdout)
     sys.stdout.flush()
     cli._report_notes(report)
 
