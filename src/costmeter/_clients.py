@@ -133,7 +133,27 @@ class _Options:
     with_options = copy
 
 
-class OpenAI(_Options, openai.OpenAI):
+class _Sync(_Options):
+    """The one interception point of the sync clients: the SDK's ``request()``."""
+
+    def request(
+        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        send = super().request  # type: ignore[misc]
+        return request_sync(self._costmeter, send, cast_to, options, stream, stream_cls)
+
+
+class _Async(_Options):
+    """The one interception point of the async clients: the SDK's ``request()``."""
+
+    async def request(
+        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        send = super().request  # type: ignore[misc]
+        return await request_async(self._costmeter, send, cast_to, options, stream, stream_cls)
+
+
+class OpenAI(_Sync, openai.OpenAI):
     """
     ``openai.OpenAI``, metered.
 
@@ -158,13 +178,8 @@ class OpenAI(_Options, openai.OpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
 
-    def request(
-        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
-    ) -> Any:
-        return request_sync(self._costmeter, super().request, cast_to, options, stream, stream_cls)
 
-
-class AsyncOpenAI(_Options, openai.AsyncOpenAI):
+class AsyncOpenAI(_Async, openai.AsyncOpenAI):
     """``openai.AsyncOpenAI``, metered; options as for `OpenAI`."""
 
     def __init__(
@@ -179,15 +194,8 @@ class AsyncOpenAI(_Options, openai.AsyncOpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
 
-    async def request(
-        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
-    ) -> Any:
-        return await request_async(
-            self._costmeter, super().request, cast_to, options, stream, stream_cls
-        )
 
-
-class AzureOpenAI(_Options, openai.AzureOpenAI):
+class AzureOpenAI(_Sync, openai.AzureOpenAI):
     """
     ``openai.AzureOpenAI``, metered.
 
@@ -212,13 +220,8 @@ class AzureOpenAI(_Options, openai.AzureOpenAI):
             budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
         )
 
-    def request(
-        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
-    ) -> Any:
-        return request_sync(self._costmeter, super().request, cast_to, options, stream, stream_cls)
 
-
-class AsyncAzureOpenAI(_Options, openai.AsyncAzureOpenAI):
+class AsyncAzureOpenAI(_Async, openai.AsyncAzureOpenAI):
     """``openai.AsyncAzureOpenAI``, metered; options as for `AzureOpenAI`."""
 
     def __init__(
@@ -234,11 +237,4 @@ class AsyncAzureOpenAI(_Options, openai.AsyncAzureOpenAI):
         super().__init__(*args, **kwargs)
         self._set_meter(
             budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
-        )
-
-    async def request(
-        self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
-    ) -> Any:
-        return await request_async(
-            self._costmeter, super().request, cast_to, options, stream, stream_cls
         )
