@@ -395,6 +395,18 @@ class Call:
         if isinstance(reason, str) and self.status != "incomplete":
             self.status = "incomplete" if reason == "length" else "completed"
 
+    def stream_item(self, item: Any) -> bool:
+        """A typed stream event left the SDK: observe it; ``False`` hides it from the caller
+        (only the usage-only Chat chunk costmeter itself asked for, ``include_stream_usage``)."""
+        self.in_sdk = False
+        self.observe(item)
+        return not (self.hide_usage_chunk and _usage_only(item))
+
+    def stream_ended(self, error: BaseException | None = None) -> None:
+        """The SDK's stream generator ended (or raised *error*): this is how iteration ended."""
+        self.in_sdk = False
+        self.finish(error)
+
     # -- finishing ---------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None, *, abandoned: bool = False) -> None:
         """Price, settle and emit — exactly once, whatever path gets here first."""
@@ -673,6 +685,11 @@ _CANCELLATIONS: tuple[type[BaseException], ...] = (
     asyncio.CancelledError,
     KeyboardInterrupt,
 )
+
+
+def _usage_only(item: Any) -> bool:
+    """The extra Chat chunk ``include_usage`` adds: no choices, only usage."""
+    return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
 
 
 def _output_text(response: Any) -> str | None:

@@ -103,6 +103,20 @@ def _count_failed(call: Call, exc: Exception) -> None:
     )
 
 
+def _begin(call: Call, exact: int | None, stream: bool, stream_cls: Any, raw: bool) -> Any:
+    """Reserve (may refuse on purpose: a budget); return the stream class to send with."""
+    call.begin(exact)
+    if stream and stream_cls is not None and not raw:
+        return _metered_stream_cls(stream_cls, call)
+    return stream_cls
+
+
+def _failed(call: Call, exc: BaseException) -> None:
+    """``request()`` raised: finish the call with the error the caller will see."""
+    _received_before(call, exc)
+    call.finish(exc)
+
+
 def _received_before(call: Call, exc: BaseException) -> None:
     """
     Mark *call* as answered when *exc* was raised while the SDK parsed a 2xx response (a body
@@ -163,14 +177,11 @@ def request_sync(
             exact = send(InputTokenCountResponse, _count_options(count_body)).input_tokens
         except Exception as exc:  # fall back to the local estimate
             _count_failed(call, exc)
-    call.begin(exact)  # may refuse on purpose (budget); internal failures are contained inside
-    if stream and stream_cls is not None and not raw:
-        stream_cls = _metered_stream_cls(stream_cls, call)
+    stream_cls = _begin(call, exact, stream, stream_cls, raw)
     try:
         result = send(cast_to, options, stream=stream, stream_cls=stream_cls)
     except BaseException as exc:
-        _received_before(call, exc)
-        call.finish(exc)
+        _failed(call, exc)
         raise
     return _after(call, result, raw)
 
@@ -194,14 +205,11 @@ async def request_async(
             exact = (await send(InputTokenCountResponse, _count_options(count_body))).input_tokens
         except Exception as exc:  # fall back to the local estimate
             _count_failed(call, exc)
-    call.begin(exact)
-    if stream and stream_cls is not None and not raw:
-        stream_cls = _metered_stream_cls(stream_cls, call)
+    stream_cls = _begin(call, exact, stream, stream_cls, raw)
     try:
         result = await send(cast_to, options, stream=stream, stream_cls=stream_cls)
     except BaseException as exc:
-        _received_before(call, exc)
-        call.finish(exc)
+        _failed(call, exc)
         raise
     return _after(call, result, raw)
 
@@ -235,16 +243,12 @@ def _metered_stream_cls(base: Any, call: Call) -> Any:
                     try:
                         item = await inner.__anext__()
                     except StopAsyncIteration:
-                        call.in_sdk = False
-                        call.finish()
+                        call.stream_ended()
                         return
                     except BaseException as exc:
-                        call.in_sdk = False
-                        call.finish(exc)
+                        call.stream_ended(exc)
                         raise
-                    call.in_sdk = False
-                    call.observe(item)
-                    if not (call.hide_usage_chunk and _usage_only(item)):
+                    if call.stream_item(item):
                         yield item
 
         return _AsyncMetered
@@ -262,24 +266,15 @@ def _metered_stream_cls(base: Any, call: Call) -> Any:
                 try:
                     item = next(inner)
                 except StopIteration:
-                    call.in_sdk = False
-                    call.finish()
+                    call.stream_ended()
                     return
                 except BaseException as exc:
-                    call.in_sdk = False
-                    call.finish(exc)
+                    call.stream_ended(exc)
                     raise
-                call.in_sdk = False
-                call.observe(item)
-                if not (call.hide_usage_chunk and _usage_only(item)):
+                if call.stream_item(item):
                     yield item
 
     return _Metered
-
-
-def _usage_only(item: Any) -> bool:
-    """The extra Chat chunk ``include_usage`` adds: no choices, only usage."""
-    return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
 
 
 class _SseParser:
