@@ -379,12 +379,18 @@ class TestHelpersAndRawVariants:
         assert ("ok", "estimated") == (event["outcome"], event["usage_source"])
 
     def test_stream_manager_opt_in(self, usage_client: costmeter.OpenAI) -> None:
-        """With the opt-in the stream() manager's call is billed from reported usage."""
+        """
+        With the opt-in the stream() manager's call is billed from reported usage, and the
+        manager's final completion carries that usage (the helper reads the usage chunk itself).
+        """
         with capture_logs() as logs:
             with usage_client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as s:
                 texts = [e.delta for e in s if e.type == "content.delta"]
+                final = s.get_final_completion()
 
         assert texts
+        assert final.usage is not None
+        assert 20 == final.usage.completion_tokens
         [event] = calls(logs)
         assert ("ok", "reported", 20) == (
             event["outcome"],

@@ -33,6 +33,7 @@ from costmeter._meter import Call, MeterConfig, report_internal_error, route_of
 __all__ = ["request_async", "request_sync"]
 
 _RAW_HEADER = "X-Stainless-Raw-Response"
+_HELPER_HEADER = "X-Stainless-Helper-Method"
 
 
 def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None, bool, Any]:
@@ -79,7 +80,9 @@ def _start(config: MeterConfig, options: Any, stream: bool) -> tuple[Call | None
         if not (isinstance(stream_options, dict) and stream_options.get("include_usage")):
             merged = {**(stream_options or {}), "include_usage": True}
             options = options.model_copy(update={"json_data": {**body, "stream_options": merged}})
-            call.hide_usage_chunk = True
+            # The SDK's stream() helper reads usage chunks itself (its final completion then
+            # carries the usage); plain create(stream=True) callers must not see the extra chunk.
+            call.hide_usage_chunk = headers.get(_HELPER_HEADER) != "chat.completions.stream"
     return call, raw, options
 
 
