@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -359,6 +362,38 @@ class TestRawResponses:
 
 
 class TestBackground:
+    def test_unfinished_at_exit_is_reported(self, tmp_path: Path) -> None:
+        """
+        A background response still running when the process exits cannot be billed (its usage
+        was never seen): a costmeter.warning names it and the worst case, instead of silence.
+        """
+        log = tmp_path / "costs.jsonl"
+        script = (
+            "import sys, costmeter\n"
+            "from costmeter.testing import FakeOpenAI\n"
+            "costmeter.log_to(sys.argv[1])\n"
+            "with FakeOpenAI() as server:\n"
+            "    client = costmeter.OpenAI(api_key='k', base_url=server.base_url)\n"
+            "    queued = client.responses.create(model='gpt-5-mini', input='hi', background=True)\n"
+            "    print(queued.id)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(log)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        assert ["costmeter.warning"] == [e["event"] for e in events]
+        [warning] = events
+        assert ("background_response_unbilled", done.stdout.splitlines()[0]) == (
+            warning["warning"],
+            warning["response_id"],
+        )
+        assert warning["estimated_cost_usd"] > 0
+
     def test_billed_once_when_it_completes(
         self, client: costmeter.OpenAI, httpx2_mock: respx.Router
     ) -> None:

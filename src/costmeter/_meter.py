@@ -13,6 +13,7 @@ The sync and async shells (`costmeter._shell`) only do I/O around it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import threading
 import time
@@ -151,6 +152,12 @@ class _Registry:
         with self._lock:
             return self._pending.pop(response_id, None)
 
+    def drain_pending(self) -> list[Call]:
+        """Every call still waiting for its background response to finish (at exit)."""
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        return pending
+
     def claim(self, response_id: str) -> bool:
         """Mark *response_id* billed; ``False`` if it already was."""
         with self._lock:
@@ -163,6 +170,27 @@ class _Registry:
 
 
 registry = _Registry()
+
+
+@atexit.register
+def _report_unbilled_background() -> None:
+    """
+    A ``background=True`` response still running when the process exits is billed by OpenAI,
+    but costmeter never saw its usage: say so (one ``costmeter.warning`` each, with the
+    worst case that was reserved) rather than lose it silently.
+    """
+    for call in registry.drain_pending():
+        _log.emit(
+            _log.WARNING,
+            {
+                "warning": "background_response_unbilled",
+                "api": call.route.api,
+                "model": call.model,
+                "response_id": call.response_id,
+                "estimated_cost_usd": _log.usd(call.estimated_cost),
+                "tags": dict(call.tags),
+            },
+        )
 
 
 def _get(obj: Any, key: str) -> Any:
