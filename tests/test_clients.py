@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -496,6 +497,59 @@ class TestTagsAndSecrets:
         [event] = calls(logs)
         assert {"instructions": "be brief", "input": "the question"} == event["request_content"]
         assert "the answer" == event["output_text"]
+
+
+class TestLargeInputCountedInFlight:
+    """Without a budget, a large input is counted while its request is in flight."""
+
+    LONG = " ".join(f"paragraph {i} of a long document about budgets." for i in range(400))
+
+    def test_event_has_the_same_count(
+        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
+    ) -> None:
+        """The in-flight count equals the inline one, and the call is unchanged."""
+        httpx2_mock.post("/responses").respond(json=response_body())
+        body = {"model": "gpt-5-mini", "input": self.LONG}
+        expected = costmeter.estimate(**body).input_tokens
+
+        with capture_logs() as logs:
+            result = client.responses.create(**body)
+
+        assert "Hello!" == result.output_text
+        [event] = calls(logs)
+        assert expected == event["estimated_input_tokens"]
+
+    def test_many_threads_each_get_their_own_count(self, httpx2_mock: respx.Router) -> None:
+        """Concurrent large calls (the counting thread busy: others count inline) stay exact."""
+        httpx2_mock.post("/responses").respond(json=response_body())
+        client = costmeter.OpenAI(api_key="k", base_url=BASE_URL, max_retries=0)
+        prompts = [f"{i} " * (i + 1) + self.LONG for i in range(16)]
+
+        def ask(prompt: str) -> None:
+            client.responses.create(model="gpt-5-mini", input=prompt)
+
+        with capture_logs() as logs, ThreadPoolExecutor(8) as pool:
+            list(pool.map(ask, prompts))
+
+        expected = sorted(
+            costmeter.estimate(model="gpt-5-mini", input=p).input_tokens for p in prompts
+        )
+        assert expected == sorted(e["estimated_input_tokens"] for e in calls(logs))
+
+    @pytest.mark.httpx2(base_url=BASE_URL, assert_all_called=False)
+    def test_under_a_budget_it_is_counted_before_sending(
+        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
+    ) -> None:
+        """A budget needs the worst case before sending: the count is done before the request."""
+        route = httpx2_mock.post("/responses").respond(json=response_body())
+        body = {"model": "gpt-5-mini", "input": self.LONG, "max_output_tokens": 10}
+        worst = costmeter.estimate(**body).cost_usd
+        assert worst is not None
+
+        with costmeter.budget(worst / 2), pytest.raises(costmeter.BudgetExceededError):
+            client.responses.create(**body)
+
+        assert not route.called
 
 
 class TestExactInputTokens:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -171,6 +173,45 @@ class _Registry:
 
 registry = _Registry()
 
+_LARGE_INPUT_CHARS = 4096  # below ~1k tokens counting inline is cheaper than a thread hand-off
+_count_pool: ThreadPoolExecutor | None = None
+_count_pool_lock = threading.Lock()
+_counter_free = threading.Semaphore(1)
+
+
+def _counter() -> ThreadPoolExecutor:
+    """One thread that counts large inputs while their requests are in flight (lazy)."""
+    global _count_pool  # noqa: PLW0603
+    with _count_pool_lock:
+        if _count_pool is None:
+            _count_pool = ThreadPoolExecutor(1, thread_name_prefix="costmeter-count")
+        return _count_pool
+
+
+def _forget_counter_after_fork() -> None:
+    global _count_pool, _counter_free  # noqa: PLW0603
+    _count_pool = None  # the parent's thread does not exist in a forked child
+    _counter_free = threading.Semaphore(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_counter_after_fork)
+
+
+def _large(body: Mapping[str, Any]) -> bool:
+    """Whether the text of a request's input is worth counting on the counting thread."""
+    size = 0
+    for key in ("input", "messages", "instructions"):
+        value = body.get(key)
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, list):
+            for item in value:
+                content = item.get("content") if isinstance(item, Mapping) else None
+                if isinstance(content, str):
+                    size += len(content)
+    return size >= _LARGE_INPUT_CHARS
+
 
 @atexit.register
 def _report_unbilled_background() -> None:
@@ -226,6 +267,7 @@ class Call:
         if config.budget is not None and config.budget not in self.budgets:
             self.budgets = (*self.budgets, config.budget)
         self.reservation: Reservation | None = None
+        self._counting: Future[None] | None = None
         self.estimated_input_tokens: int | None = None
         self.estimated_cost: Decimal | None = None
         self.estimate_complete = True
@@ -267,6 +309,9 @@ class Call:
         """
         Estimate the worst case and reserve it in every active budget.
 
+        With no budget active nothing can be refused, so a large non-streamed input is counted
+        on one helper thread while the request is in flight and joined before the event.
+
         Raises:
             BudgetExceededError: a budget cannot cover the worst case; do not send.
             UnknownModelError: the model is unpriced and a budget is active.
@@ -274,6 +319,19 @@ class Call:
         if self.route.kind != "create":
             return
         price = self._requested_price()
+        if (
+            exact_input_tokens is None
+            and not self.budgets
+            and not self.stream
+            and _large(self.body)
+            and _counter_free.acquire(blocking=False)
+        ):
+            # Nothing can be refused, so the count is only needed for the event: run it while
+            # the request is in flight (tiktoken releases the GIL), joined before the event.
+            # One count at a time: when the thread is busy, count inline as usual.
+            self._counting = _counter().submit(self._estimate, price, None)
+            self._counting.add_done_callback(lambda _: _counter_free.release())
+            return
         self._estimate(price, exact_input_tokens)
         if not self.budgets:
             return
@@ -534,6 +592,8 @@ class Call:
         )
 
     def _settle_and_emit(self, error: BaseException | None, abandoned: bool) -> None:
+        if self._counting is not None:
+            self._counting.result()  # the input count started in `begin` (it never raises)
         outcome = self._outcome(error, abandoned)
         usage, source, problem = self._usage()
         cost, price_status = self._price(usage)
