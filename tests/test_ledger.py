@@ -372,6 +372,31 @@ def _dead_redis_url() -> str:
     return f"redis://:s3cret@127.0.0.1:{_free_port()}/0"
 
 
+class TestAsyncClients:
+    async def test_ledger_io_stays_off_the_event_loop(
+        self, ledger_url: str, server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An async call's reserve and settle on SQLite/Redis run in a worker thread."""
+        budget = costmeter.budget("5", name="async", ledger=ledger_url)
+        threads: list[int] = []
+        transact = budget._ledger.transact
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return transact(*args, **kwargs)
+
+        monkeypatch.setattr(budget._ledger, "transact", spy)
+        client = costmeter.AsyncOpenAI(api_key="k", base_url=server.base_url, max_retries=0)
+
+        with capture_logs() as logs:
+            async with budget:
+                await client.responses.create(model=MODEL, input="hi", max_output_tokens=50)
+
+        assert 2 <= len(threads)  # reserve, settle
+        assert threading.get_ident() not in threads
+        assert budget.spent_usd == money(calls(logs)[0]["cost_usd"])
+
+
 class TestLedgerUnavailable:
     def test_redis_down_fails_closed(self, server: FakeOpenAI) -> None:
         """Redis unreachable: LedgerError names the ledger (not its password); nothing is sent."""

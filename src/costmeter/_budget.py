@@ -179,6 +179,11 @@ class Budget:
         return redact(self._ledger.url)
 
     @property
+    def persistent(self) -> bool:
+        """Whether reserving and settling do I/O (SQLite, Redis) rather than touch memory."""
+        return bool(self._ledger.persistent)
+
+    @property
     def window_key(self) -> str:
         """The current window's key in the ledger (``total`` when the budget has no window)."""
         return window_key(self._window, self._clock(), self._tz)

@@ -289,6 +289,11 @@ class Call:
         self.finished = False
 
     # -- before sending ----------------------------------------------------------------------
+    @property
+    def ledger_io(self) -> bool:
+        """Whether a budget of this call keeps its books in SQLite or Redis (blocking I/O)."""
+        return any(b.persistent for b in self.budgets)
+
     def count_body(self) -> dict[str, Any] | None:
         """
         The body for the free input-token count endpoint, when the client asked for exact input

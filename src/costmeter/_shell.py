@@ -17,6 +17,7 @@ the stream manager's ``with`` exit, raw ``iter_lines()`` readers) has in common.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -208,12 +209,17 @@ async def request_async(
             exact = (await send(InputTokenCountResponse, _count_options(count_body))).input_tokens
         except Exception as exc:  # fall back to the local estimate
             _count_failed(call, exc)
-    stream_cls = _begin(call, exact, stream, stream_cls, raw)
+    if not call.ledger_io:
+        stream_cls = _begin(call, exact, stream, stream_cls, raw)
+    else:  # a SQLite/Redis ledger: keep its I/O off the event loop
+        stream_cls = await asyncio.to_thread(_begin, call, exact, stream, stream_cls, raw)
     try:
         result = await send(cast_to, options, stream=stream, stream_cls=stream_cls)
     except BaseException as exc:
         _failed(call, exc)
         raise
+    if call.ledger_io and not call.stream:
+        return await asyncio.to_thread(_after, call, result, raw)
     return _after(call, result, raw)
 
 
