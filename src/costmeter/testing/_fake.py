@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.policy
 import hashlib
 import io
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import socketserver
@@ -50,17 +52,20 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
+    "ExtraRoute",
     "FakeOpenAI",
     "MODEL_SNAPSHOTS",
     "OMIT",
     "RecordedRequest",
+    "add_route",
     "fake_input_tokens",
     "sse",
 ]
@@ -1098,7 +1103,10 @@ class FakeOpenAI:
         raw = h.read_body()
         body: JSONDict | None = None
         bad_json = False
-        if raw:
+        content_type = headers.get("content-type", "")
+        if raw and content_type.startswith("multipart/form-data"):
+            body = _multipart(raw, content_type)
+        elif raw:
             try:
                 parsed = json.loads(raw)
             except ValueError:
@@ -1112,7 +1120,7 @@ class FakeOpenAI:
         method = h.command
         with self._lock:
             self._requests.append(RecordedRequest(method, raw_path, headers, body, query))
-            if method == "POST" and path in _BILLED_PATHS:
+            if method == "POST" and (path in _BILLED_PATHS or _extra_route(method, path, True)):
                 self._calls += 1
 
         streaming = bool(body and body.get("stream")) or query.get("stream") == "true"
@@ -1171,6 +1179,8 @@ class FakeOpenAI:
             h.send_json(200, {"object": "response.input_tokens", "input_tokens": count})
         elif path.startswith("/v1/responses/"):
             self._response_by_id(h, method, path, query, faults)
+        elif (extra := _extra_route(method, path, False)) is not None:
+            extra.handler(self, h, call)
         else:
             h.send_json(404, _error_body(404, f"Invalid URL ({method} {path})"))
 
@@ -1390,6 +1400,79 @@ class FakeOpenAI:
             self._finish_body(h, self._final_response(plan, state), faults)
         else:
             h.send_json(404, _error_body(404, f"Invalid URL ({method} {path})"))
+
+
+@dataclass(frozen=True)
+class ExtraRoute:
+    """A route served by an endpoint module of `costmeter.testing` (images, audio, ...)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: Callable[[FakeOpenAI, _Handler, _Call], None]
+    billed: bool
+
+
+_EXTRA_ROUTES: list[ExtraRoute] = []
+
+
+def add_route(
+    method: str,
+    pattern: str,
+    handler: Callable[[FakeOpenAI, _Handler, _Call], None],
+    *,
+    billed: bool = True,
+) -> None:
+    """
+    Serve ``METHOD /v1/...`` paths matching *pattern* (a regex, matched in full) with *handler*.
+
+    Each endpoint the fake grows lives in its own module and registers its routes here, so the
+    server core stays the same. *billed* routes count in `FakeOpenAI.calls` and are the default
+    target of scripted faults.
+    """
+    _EXTRA_ROUTES.append(ExtraRoute(method.upper(), re.compile(pattern), handler, billed))
+
+
+def _extra_route(method: str, path: str, billed_only: bool) -> ExtraRoute | None:
+    for route in _EXTRA_ROUTES:
+        if route.method == method and route.pattern.fullmatch(path):
+            if billed_only and not route.billed:
+                return None
+            return route
+    return None
+
+
+def _multipart(raw: bytes, content_type: str) -> JSONDict:
+    """
+    A ``multipart/form-data`` body as a dict: text fields as ``str`` (repeated fields such as
+    ``image[]`` as lists), files as ``{"filename": ..., "content_type": ..., "data": bytes}``.
+    """
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
+    )
+    out: JSONDict = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        value: Any
+        if filename is not None:
+            value = {
+                "filename": filename,
+                "content_type": part.get_content_type(),
+                "data": data,
+            }
+        else:
+            value = data.decode("utf-8", "replace")
+        key = name.removesuffix("[]")
+        if key in out or name.endswith("[]"):
+            previous = out.get(key, [])
+            out[key] = [*(previous if isinstance(previous, list) else [previous]), value]
+        else:
+            out[key] = value
+    return out
 
 
 def _normalize(path: str) -> str:

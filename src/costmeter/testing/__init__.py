@@ -1,0 +1,31 @@
+"""
+Test helpers: `FakeOpenAI`, a real HTTP server on loopback that answers like the OpenAI API.
+
+The server core lives in `costmeter.testing._fake`; each further endpoint the fake serves is a
+module of this package that registers its routes with `add_route` (imported here, so
+``from costmeter.testing import FakeOpenAI`` serves them all).
+"""
+
+from __future__ import annotations
+
+from costmeter.testing._fake import (
+    MODEL_SNAPSHOTS,
+    OMIT,
+    ExtraRoute,
+    FakeOpenAI,
+    RecordedRequest,
+    add_route,
+    fake_input_tokens,
+    sse,
+)
+
+__all__ = [
+    "MODEL_SNAPSHOTS",
+    "OMIT",
+    "ExtraRoute",
+    "FakeOpenAI",
+    "RecordedRequest",
+    "add_route",
+    "fake_input_tokens",
+    "sse",
+]
