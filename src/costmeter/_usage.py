@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from costmeter._errors import ConfigurationError
 
 __all__ = ["Usage", "UsageError", "usage_from"]
+
+_ZERO = Decimal(0)
+# Quantities beyond text tokens; events carry them only when non-zero (text events keep their keys).
+_EXTRA_QUANTITIES = (
+    "image_input_tokens",
+    "image_output_tokens",
+    "images",
+    "audio_seconds",
+    "input_characters",
+)
 
 
 class UsageError(ConfigurationError):
@@ -35,6 +46,11 @@ class Usage:
         web_search_calls: Billable web-search tool calls (priced per call, not per token).
         audio_input_tokens: Audio input tokens (subset of input_tokens).
         audio_output_tokens: Audio output tokens (subset of output_tokens).
+        image_input_tokens: Image input tokens (subset of input_tokens), at image input rates.
+        image_output_tokens: Image output tokens (subset of output_tokens), at image rates.
+        images: Images generated, for models priced per image (dall-e-2/3).
+        audio_seconds: Audio duration billed by time (whisper-1, duration usage), in seconds.
+        input_characters: Input characters, for models priced per character (tts-1).
     """
 
     input_tokens: int = 0
@@ -45,9 +61,22 @@ class Usage:
     web_search_calls: int = 0
     audio_input_tokens: int = 0
     audio_output_tokens: int = 0
+    image_input_tokens: int = 0
+    image_output_tokens: int = 0
+    images: int = 0
+    audio_seconds: Decimal = _ZERO
+    input_characters: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.audio_seconds, Decimal) or not (
+            self.audio_seconds.is_finite() and self.audio_seconds >= 0
+        ):
+            raise UsageError(
+                f"usage field audio_seconds must be a Decimal >= 0, got {self.audio_seconds!r}"
+            )
         for name in self.__slots__:
+            if name == "audio_seconds":
+                continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UsageError(f"usage field {name} must be an int, got {value!r}")
@@ -64,6 +93,10 @@ class Usage:
                 f"reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens "
                 f"({self.output_tokens}); they are part of it"
             )
+
+    def quantities(self) -> dict[str, int | Decimal]:
+        """The non-text billed quantities present (event fields shown only when non-zero)."""
+        return {name: getattr(self, name) for name in _EXTRA_QUANTITIES if getattr(self, name)}
 
     @property
     def uncached_input_tokens(self) -> int:
