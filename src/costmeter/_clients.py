@@ -95,19 +95,22 @@ def _warn_on_connect(resource: Any) -> Any:
 
 
 class _Options:
-    """Keyword options every metered client accepts on top of the SDK's own."""
+    """Keyword options every metered client accepts on top of the SDK's own (one place)."""
 
     _costmeter: MeterConfig
 
-    def _set_meter(
+    def __init__(
         self,
+        *args: Any,
         budget: Budget | str | int | float | Decimal | None = None,
         include_stream_usage: bool = False,
         exact_input_tokens: bool = False,
         log_content: bool = False,
         deployments: Mapping[str, str] | None = None,
-        azure: bool = False,
+        **kwargs: Any,
     ) -> None:
+        super().__init__(*args, **kwargs)
+        azure = isinstance(self, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
         self._costmeter = _config(
             budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure
         )
@@ -193,78 +196,25 @@ class OpenAI(_Sync, openai.OpenAI):
         include_stream_usage: For Chat streams, ask for usage and hide the extra usage-only chunk.
         exact_input_tokens: Use the free input-token count endpoint before Responses calls.
         log_content: Opt in to prompts and outputs in events (never logged otherwise).
+        deployments: Model aliases to price by (``{"my-alias": "gpt-4o-2024-08-06"}``); for
+            Azure clients, deployment name → model.
         *args, **kwargs: Everything ``openai.OpenAI`` accepts.
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
 
 
 class AsyncOpenAI(_Async, openai.AsyncOpenAI):
     """``openai.AsyncOpenAI``, metered; options as for `OpenAI`."""
 
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
-
 
 class AzureOpenAI(_Sync, openai.AzureOpenAI):
     """
-    ``openai.AzureOpenAI``, metered.
+    ``openai.AzureOpenAI``, metered; options as for `OpenAI`.
 
-    Args:
-        deployments: Deployment name → model (``{"prod-chat": "gpt-4o-2024-08-06"}``). Azure's
-            request ``model`` is a deployment name and its responses may name an undated family
-            (``gpt-4``); a mapped deployment is always priced as the mapped model.
+    *deployments* maps deployment names to models (``{"prod-chat": "gpt-4o-2024-08-06"}``):
+    Azure's request ``model`` is a deployment name and its responses may name an undated family
+    (``gpt-4``); a mapped deployment is always priced as the mapped model.
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        deployments: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(
-            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
-        )
 
 
 class AsyncAzureOpenAI(_Async, openai.AsyncAzureOpenAI):
     """``openai.AsyncAzureOpenAI``, metered; options as for `AzureOpenAI`."""
-
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        deployments: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(
-            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
-        )

@@ -40,6 +40,13 @@ def is_response(obj: Any) -> bool:
     return library is not None and isinstance(obj, library.Response)
 
 
+def _watch(stream: Any) -> None:
+    """Find the stream's call in the context the SDK builds it in, and tap its body."""
+    stream._costmeter_call = call = current_call()
+    if call is not None:
+        tap(stream.response, call, parse=False)
+
+
 @functools.cache
 def metered_stream_cls(base: Any) -> Any:
     """
@@ -56,9 +63,7 @@ def metered_stream_cls(base: Any) -> Any:
         class _AsyncMetered(base):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
-                self._costmeter_call = current_call()
-                if self._costmeter_call is not None:
-                    tap(self.response, self._costmeter_call, parse=False)
+                _watch(self)
 
             async def __stream__(self) -> AsyncIterator[Any]:
                 call: Call | None = self._costmeter_call
@@ -85,9 +90,7 @@ def metered_stream_cls(base: Any) -> Any:
     class _Metered(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._costmeter_call = current_call()
-            if self._costmeter_call is not None:
-                tap(self.response, self._costmeter_call, parse=False)
+            _watch(self)
 
         def __stream__(self) -> Iterator[Any]:
             call: Call | None = self._costmeter_call
