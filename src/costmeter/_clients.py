@@ -10,8 +10,10 @@ carry the metering options over to the new client.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,20 @@ def _config(
         log_content=log_content,
         azure=azure,
     )
+
+
+_REGIONAL_HOST = re.compile(r"([a-z]{2})\.api\.openai\.com")
+
+
+def region_of(client: Any) -> str | None:
+    """
+    The data-residency region a client's requests are processed (and billed) in: its host
+    ``eu.api.openai.com`` (``data_residency="eu"`` resolves to it) → ``"eu"``; ``None`` for
+    the global host or any other (a proxy, Azure).
+    """
+    base_url = getattr(client, "base_url", None)
+    found = _REGIONAL_HOST.fullmatch(str(getattr(base_url, "host", "") or ""))
+    return found.group(1) if found else None
 
 
 _connect_warned = False
@@ -111,9 +127,10 @@ class _Options:
     ) -> None:
         super().__init__(*args, **kwargs)
         azure = isinstance(self, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
-        self._costmeter = _config(
+        config = _config(
             budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure
         )
+        self._costmeter = replace(config, region=region_of(self))
 
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's own typed resources
 
@@ -136,7 +153,7 @@ class _Options:
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         new = super().copy(*args, **kwargs)  # type: ignore[misc]
-        new._costmeter = self._costmeter
+        new._costmeter = replace(self._costmeter, region=region_of(new))  # base_url may change
         return new
 
     with_options = copy

@@ -84,7 +84,10 @@ class CallRecord:
     cached_input_cost_usd: Decimal | None = _f("cached input part", "number \\| null")
     cache_write_cost_usd: Decimal | None = _f("cache-write part", "number \\| null")
     output_cost_usd: Decimal | None = _f("output part (reasoning included)", "number \\| null")
-    tool_cost_usd: Decimal | None = _f("tool fees (web search calls)", "number \\| null")
+    tool_cost_usd: Decimal | None = _f(
+        "hosted-tool fees (web search, file search, containers, image generation)",
+        "number \\| null",
+    )
     price_source: str | None = _f(
         "`override`, `file:<path>`, `genai-prices`, `tokencost` or an endpoint's table",
         "str \\| null",
@@ -125,6 +128,32 @@ class CallRecord:
         "audio billed by duration, in seconds", "number", when="billed by duration"
     )
     input_characters: int | None = _f("input characters", "int", when="priced per character")
+    file_search_calls: int | None = _f(
+        "hosted file-search calls ($2.50 per 1,000, in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    container_sessions: int | None = _f(
+        "code interpreter / shell container sessions (in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    image_gen_input_tokens: int | None = _f(
+        "tokens the image-generation tool read (in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    image_gen_output_tokens: int | None = _f(
+        "tokens the image-generation tool wrote (in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    region: str | None = _f(
+        "the data-residency region the client's host bills in (`eu`, `us`, `jp`, ...; "
+        "+10% on the cost)",
+        "str",
+        when="the client uses a regional host",
+    )
     budget: str | None = _f("the innermost budget's name", "str", when="inside a budget")
     budget_spent_usd: Decimal | None = _f(
         "what that budget has spent, this call included", "number", when="inside a budget"

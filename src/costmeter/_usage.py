@@ -52,6 +52,10 @@ class Usage:
         images: Images generated, for models priced per image (dall-e-2/3).
         audio_seconds: Audio duration billed by time (whisper-1, duration usage), in seconds.
         input_characters: Input characters, for models priced per character (tts-1).
+        file_search_calls: Hosted file-search tool calls (a per-call fee).
+        container_sessions: Code interpreter / shell container sessions (a per-session fee).
+        image_gen_input_tokens: Tokens read by the image-generation tool (its model's rates).
+        image_gen_output_tokens: Tokens written by the image-generation tool.
     """
 
     input_tokens: int = 0
@@ -67,6 +71,10 @@ class Usage:
     images: int = 0
     audio_seconds: Decimal = _ZERO
     input_characters: int = 0
+    file_search_calls: int = 0
+    container_sessions: int = 0
+    image_gen_input_tokens: int = 0
+    image_gen_output_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.audio_seconds, Decimal) or not (
