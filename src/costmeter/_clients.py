@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from costmeter import _logging as _log
-from costmeter._budget import Budget
+from costmeter._budget import Budget, active_budgets
+from costmeter._errors import UnpricedRequestError
 from costmeter._flow import (
     process_response_failed,
     request_async,
@@ -67,46 +68,51 @@ def region_of(client: Any) -> str | None:
     return found.group(1) if found else None
 
 
-_connect_warned = False
+_connect_warned: set[str] = set()
 _connect_lock = threading.Lock()
 
 
-def _warn_websocket_once() -> None:
+def _warn_websocket_once(api: str) -> None:
     """
-    One ``costmeter.warning`` per process the first time ``responses.connect()`` is used.
+    One ``costmeter.warning`` per process and API the first time a WebSocket session opens.
 
     The WebSocket path sends no HTTP request, so ``request()`` never sees it: its responses are
-    not metered, not priced and not held against budgets. Saying so once beats silence.
+    not metered or priced. Saying so once beats silence.
     """
-    global _connect_warned  # noqa: PLW0603
     with _connect_lock:
-        if _connect_warned:
+        if api in _connect_warned:
             return
-        _connect_warned = True
+        _connect_warned.add(api)
     _log.emit(
         _log.WARNING,
         {
             "warning": "websocket_not_metered",
-            "api": "responses.connect",
-            "detail": "responses sent over responses.connect() are not metered, priced or "
-            "held against budgets; use responses.create(stream=True) to meter them",
+            "api": api,
+            "detail": f"responses sent over {api}.connect() are not metered or priced; "
+            "inside a budget connect() is refused",
         },
     )
 
 
-def _warn_on_connect(resource: Any) -> Any:
-    """Make *resource*'s ``connect()`` (this client's own resource object) warn once when used."""
+def _guard_connect(resource: Any, api: str, config: MeterConfig) -> Any:
+    """
+    Make *resource*'s ``connect()`` (this client's own resource object) fail closed inside a
+    budget — a WebSocket session's spend cannot be held against it — and warn once outside.
+    """
     connect = getattr(resource, "connect", None)
-    if connect is None or getattr(connect, "_costmeter_warns", False):
+    if connect is None or getattr(connect, "_costmeter_guards", False):
         return resource
 
     @functools.wraps(connect)
-    def warning_connect(*args: Any, **kwargs: Any) -> Any:
-        _warn_websocket_once()
+    def guarded_connect(*args: Any, **kwargs: Any) -> Any:
+        budgets = [*active_budgets(), *([config.budget] if config.budget else [])]
+        if budgets and not all(b.allow_unpriced for b in budgets):
+            raise UnpricedRequestError(api, "costmeter does not meter WebSocket sessions yet")
+        _warn_websocket_once(api)
         return connect(*args, **kwargs)
 
-    warning_connect._costmeter_warns = True  # type: ignore[attr-defined]
-    resource.connect = warning_connect
+    guarded_connect._costmeter_guards = True  # type: ignore[attr-defined]
+    resource.connect = guarded_connect
     return resource
 
 
@@ -136,14 +142,20 @@ class _Options:
 
         @functools.cached_property
         def responses(self):
-            """The SDK's ``responses``; its WebSocket ``connect()`` warns it is unmetered."""
-            return _warn_on_connect(super().responses)
+            """The SDK's ``responses``; its WebSocket ``connect()`` is guarded (unmetered)."""
+            return _guard_connect(super().responses, "responses.websocket", self._costmeter)
+
+        @functools.cached_property
+        def realtime(self):
+            """The SDK's ``realtime``; its ``connect()`` is guarded like ``responses``'."""
+            return _guard_connect(super().realtime, "realtime", self._costmeter)
 
         @functools.cached_property
         def beta(self):
-            """The SDK's ``beta``; ``beta.responses.connect()`` warns like ``connect()``."""
+            """The SDK's ``beta``; its ``responses``/``realtime`` ``connect()`` are guarded."""
             beta = super().beta
-            _warn_on_connect(beta.responses)
+            _guard_connect(getattr(beta, "responses", None), "responses.websocket", self._costmeter)
+            _guard_connect(getattr(beta, "realtime", None), "realtime", self._costmeter)
             return beta
 
     @property
