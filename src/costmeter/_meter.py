@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures.thread  # noqa: F401  (see below)
 import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -82,6 +84,10 @@ _NOT_SENT = frozenset(
         "InvalidURL",
     }
 )
+# tiktoken imports ``concurrent.futures.thread``, whose import registers a shutdown hook and so
+# fails during interpreter shutdown: imported here, a metered call made from an ``atexit``
+# handler (the tokenizer's first use) still works.
+
 _OUTCOME_OF_STATUS = {"incomplete": "incomplete", "failed": "failed", "cancelled": "cancelled"}
 _strict = False
 #: The call whose request is being sent in this context (set by the flow around the SDK's
@@ -186,6 +192,8 @@ class _Registry:
 
 
 registry = _Registry()
+if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() stays held
+    os.register_at_fork(after_in_child=registry.reset_after_fork)
 
 
 @atexit.register
@@ -358,8 +366,12 @@ class Call:
     # -- while receiving ---------------------------------------------------------------------
     def observe(self, obj: Any) -> None:
         """Take what matters for billing from a response object, stream event or JSON dict."""
-        with self._guard("observe"):
+        try:  # once per stream event: no guard object
             self.endpoint.observe(self.seen, obj)
+        except Exception as exc:
+            if _strict:
+                raise
+            report_internal_error(exc, "observe", self.api, self.model)
 
     def stream_next(self) -> None:
         """The SDK's stream generator is being advanced (its own body close is not an exit)."""
