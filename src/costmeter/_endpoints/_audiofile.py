@@ -212,9 +212,14 @@ def _mp3(data: bytes) -> Fraction | None:
     if first is None or _mp3_frame(data, pos + first[0]) is None:
         return None  # not MPEG audio: two chained frame headers are required to say it is
     samples_at: dict[int, int] = {}  # sample rate -> samples (summed as ints: Fractions are slow)
+    headers: dict[bytes, tuple[int, int, int] | None] = {}  # a file repeats a few headers
     end = len(data)
     while pos < end:
-        frame = _mp3_frame(data, pos)
+        header = data[pos : pos + 4]
+        if header in headers:
+            frame = headers[header]
+        else:
+            frame = headers[header] = _mp3_frame(data, pos)
         if frame is None:
             # A trailing tag (ID3v1, APE) or garbage: resynchronise on the next frame header.
             found = data.find(b"\xff", pos + 1)
