@@ -34,7 +34,9 @@ def wav_file(seconds: float, *, rate: int = 16_000, channels: int = 1, width: in
     return out.getvalue()
 
 
-def _riff(fmt_tag: int, rate: int, channels: int, bits: int, data: bytes, *, extra: bytes = b"") -> bytes:
+def _riff(
+    fmt_tag: int, rate: int, channels: int, bits: int, data: bytes, *, extra: bytes = b""
+) -> bytes:
     align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, rate * align, align, bits) + extra
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt

@@ -260,8 +260,8 @@ class TestSpeech:
         with capture_logs() as logs:
             await aclient.audio.speech.create(model="tts-1-hd", voice="onyx", input="x" * 1000)
 
-        assert Decimal("0.03") == 1000 * Decimal(30) / MILLION == money(
-            _one_event(logs)["cost_usd"]
+        assert (
+            Decimal("0.03") == 1000 * Decimal(30) / MILLION == money(_one_event(logs)["cost_usd"])
         )
 
     def test_gpt4o_mini_tts_estimated_from_the_text(self, client: costmeter.OpenAI) -> None:
@@ -286,8 +286,8 @@ class TestSpeech:
                 data = b"".join(response.iter_bytes())
 
         assert 32 * 8 == len(data)
-        assert Decimal("0.00012") == 8 * Decimal(15) / MILLION == money(
-            _one_event(logs)["cost_usd"]
+        assert (
+            Decimal("0.00012") == 8 * Decimal(15) / MILLION == money(_one_event(logs)["cost_usd"])
         )
 
 

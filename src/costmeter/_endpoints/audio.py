@@ -128,9 +128,10 @@ def _token_price(model: str) -> ModelPrice | None:
         return None
 
 
-def _duration_cost(seconds: Decimal, rate: Decimal, rates: UnitRates) -> Cost:
+def _unit_cost(quantity: Decimal | int, rate: Decimal, rates: UnitRates, *, audio: bool) -> Cost:
+    """The cost of an input billed per unit (seconds of *audio*, or characters of text)."""
     with money_math():
-        amount = seconds * rate
+        amount = quantity * rate
     return Cost(
         input_usd=amount,
         cached_input_usd=ZERO,
@@ -141,7 +142,7 @@ def _duration_cost(seconds: Decimal, rate: Decimal, rates: UnitRates) -> Cost:
         price_source=rates.source,
         priced_as=rates.priced_as,
         service_tier="default",
-        audio_input_usd=amount,
+        audio_input_usd=amount if audio else ZERO,
     )
 
 
@@ -215,7 +216,7 @@ class TranscriptionEndpoint(Endpoint):
         model, rates = _rates_for(request)
         rate = _seconds_rate(rates)
         if rate is not None and rates is not None:
-            cost = _duration_cost(_whole_seconds(seconds), rate, rates).total_usd
+            cost = _unit_cost(_whole_seconds(seconds), rate, rates, audio=True).total_usd
             return Reserve(cost, input_tokens=0, complete=not reasons, reasons=tuple(reasons))
         price = _token_price(model) if model else None
         prompt = _count_text(self._prompt(request), model or "whisper-1")
@@ -306,7 +307,7 @@ class TranscriptionEndpoint(Endpoint):
                 raise PricingError(
                     f"no per-second audio price for {model!r}: it reported duration usage"
                 )
-            return _duration_cost(usage.audio_seconds, rate, rates)
+            return _unit_cost(usage.audio_seconds, rate, rates, audio=True)
         return self._token_cost(price_of(model, service_tier=service_tier), usage)
 
     @staticmethod
@@ -404,19 +405,7 @@ class SpeechEndpoint(Endpoint):
             per_char = rates.get("input_characters") if rates is not None else None
             if per_char is None or rates is None:
                 raise PricingError(f"no per-character price for {model!r}")
-            with money_math():
-                amount = usage.input_characters * per_char
-            return Cost(
-                input_usd=amount,
-                cached_input_usd=ZERO,
-                cache_write_usd=ZERO,
-                output_usd=ZERO,
-                tool_usd=ZERO,
-                total_usd=amount,
-                price_source=rates.source,
-                priced_as=rates.priced_as,
-                service_tier="default",
-            )
+            return _unit_cost(usage.input_characters, per_char, rates, audio=False)
         price = price_of(model, service_tier=service_tier)
         if price.audio_output_per_mtok is not None:
             return cost_of(price, usage)
