@@ -105,7 +105,7 @@ class TestTranscriptions:
             "price_status": "ok",
             "outcome": "ok",
         }.items() <= event.items()
-        assert Decimal(3) == Decimal(repr(event["audio_seconds"]))
+        assert Decimal(3) == Decimal(str(event["audio_seconds"]))
         assert Decimal("0.0003") == 3 * WHISPER_PER_SECOND == money(event["cost_usd"])
         # The WAV header says 3 s: the reservation is exactly the bill.
         assert Decimal("0.0003") == money(event["estimated_cost_usd"])
@@ -220,7 +220,75 @@ class TestTranscriptions:
         assert "estimated" == event["usage_source"]
         assert _gpt4o_transcribe(30, 0, 4) == money(event["cost_usd"])
 
+    def test_open_file_bounded_by_the_upload_limit(
+        self, client: costmeter.OpenAI, tmp_path: Any
+    ) -> None:
+        """
+        An open file object is streamed by the SDK, unread before sending: the worst case is
+        the 25 MB upload limit at 6 kbit/s, 34,952.5 s -> 34,953 whole seconds x $0.0001.
+        """
+        path = tmp_path / "speech.wav"
+        path.write_bytes(THREE_SECONDS[1])
+        with capture_logs() as logs, path.open("rb") as handle:
+            client.audio.transcriptions.create(model="whisper-1", file=handle)
 
+        event = _one_event(logs)
+        assert (False, "reported") == (event["estimate_complete"], event["usage_source"])
+        assert (
+            Decimal("3.4953") == 34_953 * WHISPER_PER_SECOND == money(event["estimated_cost_usd"])
+        )
+        assert Decimal("0.0003") == money(event["cost_usd"])
+
+    def test_path_is_read(self, client: costmeter.OpenAI, tmp_path: Any) -> None:
+        """A path: the SDK reads the bytes before sending, so the header is read: exact."""
+        path = tmp_path / "speech.wav"
+        path.write_bytes(THREE_SECONDS[1])
+        with capture_logs() as logs:
+            client.audio.transcriptions.create(model="whisper-1", file=path)
+
+        event = _one_event(logs)
+        assert Decimal("0.0003") == money(event["estimated_cost_usd"]) == money(event["cost_usd"])
+
+    def test_unusable_usage_falls_back_to_the_file(
+        self, client: costmeter.OpenAI, server: FakeOpenAI
+    ) -> None:
+        """A negative duration cannot be billed: the WAV's 3 s are, and the event says why."""
+        server.replay_next(
+            {"text": "hi", "usage": {"type": "duration", "seconds": -1}},
+            stream=False,
+            path="/v1/audio/transcriptions",
+        )
+        with capture_logs() as logs:
+            client.audio.transcriptions.create(model="whisper-1", file=THREE_SECONDS)
+
+        event = _one_event(logs)
+        assert "estimated" == event["usage_source"]
+        assert "usage.seconds" in event["usage_problem"]
+        assert Decimal("0.0003") == money(event["cost_usd"])
+
+    def test_speaker_references_are_reserved(self, client: costmeter.OpenAI) -> None:
+        """
+        gpt-4o-transcribe-diarize with two known speaker samples (up to 10 s each): reserved
+        (3 + 2 x 10) s x 20 = 460 audio tokens x $6 and 3 x 10 + 64 = 94 output tokens x $10;
+        billed the reported 30 audio and 20 output tokens.
+        """
+        sample = "data:audio/wav;base64,UklGRg=="
+        with capture_logs() as logs:
+            client.audio.transcriptions.create(
+                model="gpt-4o-transcribe-diarize",
+                file=THREE_SECONDS,
+                response_format="diarized_json",
+                chunking_strategy="auto",
+                known_speaker_names=["agent", "customer"],
+                known_speaker_references=[sample, sample],
+            )
+
+        event = _one_event(logs)
+        assert _gpt4o_transcribe(460, 0, 94) == money(event["estimated_cost_usd"])
+        assert _gpt4o_transcribe(30, 0, 20) == money(event["cost_usd"])
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK deprecates it
 class TestTranslations:
     def test_json_bills_the_file_duration(self, client: costmeter.OpenAI) -> None:
         """Translations report no usage at all: whisper-1 billed the WAV's 3 s, estimated."""
@@ -277,6 +345,36 @@ class TestSpeech:
         assert (2, 15) == (event["input_tokens"], event["output_tokens"])
         expected = (2 * Decimal("0.6") + 15 * Decimal(12)) / MILLION
         assert Decimal("0.0001812") == expected == money(event["cost_usd"])
+
+    def test_raw_response(self, client: costmeter.OpenAI) -> None:
+        with capture_logs() as logs:
+            raw = client.audio.speech.with_raw_response.create(
+                model="tts-1", voice="alloy", input="Hello world"
+            )
+            audio = raw.parse()
+
+        assert 32 * 11 == len(audio.content)
+        event = _one_event(logs)
+        assert (11, "estimated") == (event["input_characters"], event["usage_source"])
+        assert Decimal("0.000165") == 11 * Decimal(15) / MILLION == money(event["cost_usd"])
+
+    def test_slow_speech_reserves_more(self, client: costmeter.OpenAI) -> None:
+        """
+        speed 0.5 doubles the audio: 2 input tokens x $0.60 plus 11 x 5/2 x 2 = 55 audio
+        tokens x $12 reserved; 11 x 4/3 x 2 = 30 (rounded up) billed, per 1M.
+        """
+        with capture_logs() as logs:
+            client.audio.speech.create(
+                model="gpt-4o-mini-tts", voice="coral", input="Hello world", speed=0.5
+            )
+
+        event = _one_event(logs)
+        reserved = (2 * Decimal("0.6") + 55 * Decimal(12)) / MILLION
+        billed = (2 * Decimal("0.6") + 30 * Decimal(12)) / MILLION
+        assert (reserved, billed) == (
+            money(event["estimated_cost_usd"]),
+            money(event["cost_usd"]),
+        )
 
     def test_streaming_response(self, client: costmeter.OpenAI) -> None:
         with capture_logs() as logs:
