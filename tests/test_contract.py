@@ -185,8 +185,9 @@ def test_attempt_hooks(cls: type) -> None:
     send = getattr(cls, "_send_request", None)
     assert send is not None, _broken(f"{cls.__name__}._send_request", "_clients (attempts)")
     params = inspect.signature(send).parameters
-    assert "request" in params and params["stream"].kind is inspect.Parameter.KEYWORD_ONLY, (
-        _broken(f"{cls.__name__}._send_request's parameters", "_flow.send_request_*")
+    assert "request" in params, _broken(f"{cls.__name__}._send_request(request)", "_flow")
+    assert params["stream"].kind is inspect.Parameter.KEYWORD_ONLY, _broken(
+        f"{cls.__name__}._send_request's parameters", "_flow.send_request_*"
     )
     process = getattr(cls, "_process_response", None)
     assert process is not None, _broken(f"{cls.__name__}._process_response", "_clients")
@@ -195,9 +196,8 @@ def test_attempt_hooks(cls: type) -> None:
         f"{cls.__name__}._process_response's 'response' parameter", "_flow.process_response_failed"
     )
     source = inspect.getsource(cls.request)  # type: ignore[attr-defined]
-    assert "self._send_request(" in source and "self._process_response(" in source, _broken(
-        f"{cls.__name__}.request's calls to the attempt hooks", "_flow"
-    )
+    for hook in ("self._send_request(", "self._process_response("):
+        assert hook in source, _broken(f"{cls.__name__}.request's call {hook}...)", "_flow")
 
 
 def test_azure_rewrites_paths_after_request() -> None:
