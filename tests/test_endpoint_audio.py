@@ -326,7 +326,9 @@ class TestSpeech:
 
     async def test_tts1_hd_async(self, aclient: costmeter.AsyncOpenAI) -> None:
         with capture_logs() as logs:
-            await aclient.audio.speech.create(model="tts-1-hd", voice="onyx", input="x" * 1000)
+            await aclient.audio.speech.create(
+                model="tts-1-hd", voice="onyx", input=("Narrate me. " * 84)[:1000]
+            )
 
         assert (
             Decimal("0.03") == 1000 * Decimal(30) / MILLION == money(_one_event(logs)["cost_usd"])
@@ -439,7 +441,9 @@ class TestBudgets:
         """4,096 characters of tts-1-hd: $0.12288 > $0.1."""
         with pytest.raises(costmeter.BudgetExceededError):
             with costmeter.budget("0.1"):
-                client.audio.speech.create(model="tts-1-hd", voice="alloy", input="y" * 4096)
+                client.audio.speech.create(
+                    model="tts-1-hd", voice="alloy", input=("Too long to say. " * 241)[:4096]
+                )
 
         assert 0 == server.calls
 
