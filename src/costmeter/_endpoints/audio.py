@@ -82,10 +82,6 @@ SPEECH_TOKENS_PER_CHAR_BOUND = Fraction(5, 2)
 _SPEAKER_SAMPLE_SECONDS = 10
 
 
-def _ceil(value: Fraction | Decimal | int) -> int:
-    return math.ceil(value)
-
-
 def _count_text(text: str, model: str) -> int:
     from costmeter._tokenizer import count_tokens  # noqa: PLC0415  (tokenizer: lazy)
 
@@ -151,7 +147,7 @@ def _whole_seconds(seconds: Fraction | Decimal) -> Decimal:
     Seconds billed for a duration costmeter measured itself: OpenAI rounds whisper-1 to the
     nearest second; rounding up is the side that never under-bills, and never bills $0.
     """
-    return Decimal(max(_ceil(seconds), 1))
+    return Decimal(max(math.ceil(seconds), 1))
 
 
 # -- usage shapes --------------------------------------------------------------------------------
@@ -221,12 +217,14 @@ class TranscriptionEndpoint(Endpoint):
         price = _token_price(model) if model else None
         prompt = _count_text(self._prompt(request), model or "whisper-1")
         speakers = len(_texts(request.body.get("known_speaker_references")))
-        audio = _ceil(
+        audio = math.ceil(
             (seconds + speakers * _SPEAKER_SAMPLE_SECONDS) * AUDIO_TOKENS_PER_SECOND_BOUND
         )
         if price is None:
-            return Reserve(None, input_tokens=audio + prompt, complete=not reasons)
-        output = _ceil(seconds * TEXT_TOKENS_PER_SECOND_BOUND) + TEXT_TOKENS_FLOOR
+            return Reserve(
+                None, input_tokens=audio + prompt, complete=not reasons, reasons=tuple(reasons)
+            )
+        output = math.ceil(seconds * TEXT_TOKENS_PER_SECOND_BOUND) + TEXT_TOKENS_FLOOR
         usage = Usage(input_tokens=audio + prompt, audio_input_tokens=audio, output_tokens=output)
         cost = self._token_cost(price, usage).total_usd
         return Reserve(
@@ -288,13 +286,13 @@ class TranscriptionEndpoint(Endpoint):
         if _seconds_rate(rates) is not None:
             return Usage(audio_seconds=_whole_seconds(seconds))
         model = model or "gpt-4o-transcribe"
-        audio = max(_ceil(Fraction(seconds) * AUDIO_TOKENS_PER_SECOND), 1)
+        audio = max(math.ceil(Fraction(seconds) * AUDIO_TOKENS_PER_SECOND), 1)
         prompt = _count_text(self._prompt(request), model)
         text = "".join(seen.deltas)
         output = (
             _count_text(text, model)
             if text
-            else _ceil(Fraction(seconds) * _TYPICAL_TEXT_TOKENS_PER_SECOND)
+            else math.ceil(Fraction(seconds) * _TYPICAL_TEXT_TOKENS_PER_SECOND)
         )
         return Usage(input_tokens=audio + prompt, audio_input_tokens=audio, output_tokens=output)
 
@@ -351,7 +349,7 @@ class SpeechEndpoint(Endpoint):
             return Usage(input_characters=len(text))
         instructions = request.body.get("instructions")
         prompt = text + (instructions if isinstance(instructions, str) else "")
-        audio = _ceil(len(text) * tokens_per_char * _speech_slowdown(request.body))
+        audio = math.ceil(len(text) * tokens_per_char * _speech_slowdown(request.body))
         return Usage(
             input_tokens=_count_text(prompt, model or "gpt-4o-mini-tts"),
             output_tokens=audio,
