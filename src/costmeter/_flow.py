@@ -309,7 +309,8 @@ def _unmetered(method: str, path: str) -> None:
 
 
 def _files(options: Any) -> tuple[FilePart, ...]:
-    """The uploaded files of a multipart request, where their bytes are at hand."""
+    """The uploaded files of a multipart request, where their bytes can be read without
+    consuming what the SDK is about to send (bytes, ``BytesIO``, a seekable open file)."""
     parts: list[FilePart] = []
     for name, value in options.files or ():
         filename, content, content_type = None, value, None
@@ -317,13 +318,27 @@ def _files(options: Any) -> tuple[FilePart, ...]:
             filename = value[0] if len(value) > 0 else None
             content = value[1] if len(value) > 1 else None
             content_type = value[2] if len(value) > 2 else None
-        data = content if isinstance(content, bytes) else None
-        if data is None and hasattr(content, "getvalue"):
-            data = content.getvalue()  # BytesIO: readable without consuming it
-        parts.append(
-            FilePart(str(name), filename, data if isinstance(data, bytes) else None, content_type)
-        )
+        parts.append(FilePart(str(name), filename, _peek(content), content_type))
     return tuple(parts)
+
+
+def _peek(content: Any) -> bytes | None:
+    if isinstance(content, bytes):
+        return content
+    if hasattr(content, "getvalue"):
+        data = content.getvalue()
+        return data if isinstance(data, bytes) else None
+    try:
+        if content.seekable():
+            position = content.tell()
+            try:
+                data = content.read()
+            finally:
+                content.seek(position)
+            return data if isinstance(data, bytes) else None
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
 
 
 def _count_options(body: dict[str, Any], options: Any) -> FinalRequestOptions:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["CallRecord", "schema"]
+__all__ = ["CallRecord", "markdown_rows", "schema"]
 
 
 def _f(doc: str, kind: str, *, when: str | None = None, default: Any = None) -> Any:
@@ -25,7 +25,11 @@ def _f(doc: str, kind: str, *, when: str | None = None, default: Any = None) -> 
 class CallRecord:
     """One billed API call, as logged (see the module docstring)."""
 
-    api: str = _f("the endpoint (`responses`, `chat.completions`, `embeddings`, ...)", "str")
+    api: str = _f(
+        "the endpoint (`responses`, `chat.completions`, `embeddings`, `audio.speech`, ...: see"
+        ' "Endpoints and what they bill")',
+        "str",
+    )
     model: str | None = _f("the model the request asked for", "str \\| null")
     response_model: str | None = _f(
         "the model the response names (usually a dated snapshot)", "str \\| null"
@@ -212,3 +216,9 @@ def schema() -> tuple[tuple[str, str, str], ...]:
     return tuple(
         (s.name, s.kind, f"only when {s.when}: {s.doc}" if s.when else s.doc) for s in _FIELDS
     )
+
+
+def markdown_rows() -> str:
+    """The README's schema table rows (regenerate with
+    ``python -c "from costmeter._record import markdown_rows; print(markdown_rows())"``)."""
+    return "\n".join(f"| `{key}` | {kind} | {doc} |" for key, kind, doc in schema())
