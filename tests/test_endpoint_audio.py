@@ -385,6 +385,27 @@ class TestSpeech:
         assert (11, "estimated") == (event["input_characters"], event["usage_source"])
         assert Decimal("0.000165") == 11 * Decimal(15) / MILLION == money(event["cost_usd"])
 
+    def test_sse_stream_reports_its_usage(self, client: costmeter.OpenAI) -> None:
+        """
+        ``stream_format="sse"``: the SDK returns the body as bytes, but its ``speech.audio.done``
+        event reports usage (fake: 41 characters -> 41 // 4 + 1 = 11 input tokens, 60 output),
+        billed as reported: 11 x $0.60 + 60 x $12, per 1M.
+        """
+        text = "Read this sentence aloud, please, slowly."
+        with capture_logs() as logs:
+            client.audio.speech.create(
+                model="gpt-4o-mini-tts", voice="coral", input=text, stream_format="sse"
+            )
+
+        event = _one_event(logs)
+        assert ("reported", 11, 60) == (
+            event["usage_source"],
+            event["input_tokens"],
+            event["output_tokens"],
+        )
+        expected = (11 * Decimal("0.6") + 60 * Decimal(12)) / MILLION
+        assert Decimal("0.0007266") == expected == money(event["cost_usd"])
+
     def test_slow_speech_reserves_more(self, client: costmeter.OpenAI) -> None:
         """
         speed 0.5 doubles the audio: 2 input tokens x $0.60 plus 11 x 5/2 x 2 = 55 audio

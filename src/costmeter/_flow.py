@@ -32,7 +32,7 @@ from costmeter import _logging as _log
 from costmeter._endpoints import FilePart, Request, endpoint_for, unmetered_api
 from costmeter._errors import UnpricedRequestError
 from costmeter._meter import CURRENT, Call, MeterConfig, report_internal_error, strict
-from costmeter._streams import is_response, metered_stream_cls, tap
+from costmeter._streams import is_response, metered_stream_cls, observe_read_body, tap
 
 __all__ = [
     "process_response_failed",
@@ -371,15 +371,22 @@ def _after(call: Call, result: Any, raw: bool) -> Any:
     """Observe what ``request()`` returned; finish unless a stream or unread body remains."""
     http: Any = getattr(result, "http_response", None) if raw else None
     if is_response(http):
-        if hasattr(http, "_content"):  # body already read: plain JSON (decoded)
-            _observe_json(call, http.content)
+        if hasattr(http, "_content"):  # body already read (decoded): JSON or SSE
+            observe_read_body(http, call)
             call.finish()
         else:  # the caller reads it (iter_lines, parse, json...): tap the bytes
             tap(http, call, parse=True)
         return result
-    if call.stream and is_response(getattr(result, "response", None)):
+    body: Any = getattr(result, "response", None)
+    if call.stream and is_response(body):
         return result  # our stream class taps and observes it
     call.observe(result)
+    if (  # a binary result read whole: a speech stream's events carry its usage
+        is_response(body)
+        and hasattr(body, "_content")
+        and "text/event-stream" in body.headers.get("content-type", "")
+    ):
+        observe_read_body(body, call)
     call.finish()
     return result
 

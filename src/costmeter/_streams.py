@@ -23,7 +23,7 @@ from typing import Any
 
 from costmeter._meter import Call, current_call, report_internal_error, strict
 
-__all__ = ["is_response", "metered_stream_cls", "tap"]
+__all__ = ["is_response", "metered_stream_cls", "observe_read_body", "tap"]
 
 _HTTP_LIBRARIES = ("httpx2", "httpx")
 
@@ -119,11 +119,12 @@ class _Reader:
 
     __slots__ = ("body", "call", "decoder", "sse")
 
-    def __init__(self, call: Call, library: Any, headers: Any) -> None:
+    def __init__(self, call: Call, library: Any, headers: Any, *, decoded: bool = False) -> None:
         from openai._streaming import SSEDecoder  # noqa: PLC0415
 
         self.call = call
-        self.decoder = _content_decoder(library, headers.get("content-encoding", ""))
+        encoding = "" if decoded else headers.get("content-encoding", "")
+        self.decoder = _content_decoder(library, encoding)
         self.sse: Any = None
         self.body: list[bytes] | None = None
         if "text/event-stream" in headers.get("content-type", ""):
@@ -244,6 +245,13 @@ def _closed(call: Call, reader: _Reader | None) -> None:
             reader.close()
     finally:
         call.body_closed()
+
+
+def observe_read_body(response: Any, call: Call) -> None:
+    """Observe a body the SDK already read (decoded): JSON, or SSE events (speech streams)."""
+    reader = _Reader(call, _library_of(response), response.headers, decoded=True)
+    reader.feed(response.content)
+    reader.close()
 
 
 def tap(response: Any, call: Call, *, parse: bool) -> None:
