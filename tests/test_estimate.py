@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from costmeter import ConfigurationError, count_tokens, price_of
+from costmeter import ConfigurationError, count_tokens
 from costmeter import _estimate as estimate_module
 from costmeter._estimate import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -19,6 +19,7 @@ from costmeter._estimate import (
     estimate,
     output_tokens_of,
 )
+from costmeter._images import image_size
 from costmeter._tokenizer import encoding_for
 from tests.conftest import load_traffic
 
@@ -384,7 +385,7 @@ class TestImages:
     )
     def test_other_formats_are_measured(self, data: bytes, mime: str) -> None:
         """GIF, JPEG and WEBP headers give 300x200 with the standard library alone."""
-        assert estimate_module._image_size(data_url(data, mime)) == (300, 200)
+        assert image_size(data_url(data, mime)) == (300, 200)
 
 
 class TestOutputBound:
@@ -407,28 +408,40 @@ class TestOutputBound:
 
 
 class TestCost:
-    def test_cost_is_input_plus_bounded_output(self) -> None:
-        """cost_usd = input tokens x input price + bound x output price, per million."""
-        price = price_of("gpt-4o-mini")
+    """Worst cases computed by hand from published rates (USD per 1M tokens)."""
 
+    def test_cost_is_padded_input_plus_bounded_output(self) -> None:
+        """
+        gpt-4o-mini at an explicit standard tier ($0.15 in, $0.60 out): "Hello there, how are
+        you?" is 3 + 1 + 7 + 3 = 14 tokens, reserved with the 5 % + 64 margin (1 + 64) = 79.
+        """
         result = estimate(
-            model="gpt-4o-mini", input="Hello there, how are you?", max_output_tokens=200
+            model="gpt-4o-mini",
+            input="Hello there, how are you?",
+            max_output_tokens=200,
+            service_tier="default",
         )
 
-        assert result.cost_usd == (
-            result.input_tokens * price.input_per_mtok + 200 * price.output_per_mtok
-        ) / Decimal(1_000_000)
-        assert result.price_source == price.source
+        assert result.input_tokens == 14
+        assert result.cost_usd == (79 * Decimal("0.15") + 200 * Decimal("0.60")) / 10**6
+        assert result.price_source == "genai-prices"
 
-    def test_service_tier_prices(self) -> None:
-        """A service_tier kwarg prices at that tier."""
-        price = price_of("gpt-5", service_tier="flex")
+    @pytest.mark.parametrize(
+        ("tier", "rates"),
+        [
+            ("flex", ("0.625", "5")),
+            ("default", ("1.25", "10")),
+            ("priority", ("2.5", "20")),
+            (None, ("2.5", "20")),  # no tier: the project may serve it at priority
+            ("auto", ("2.5", "20")),
+        ],
+    )
+    def test_service_tier_prices(self, tier: str | None, rates: tuple[str, str]) -> None:
+        """gpt-5, input "hi" = 3 + 1 + 1 + 2 = 7 tokens, 72 with the margin, 10 output tokens."""
+        result = estimate(model="gpt-5", input="hi", max_output_tokens=10, service_tier=tier)
 
-        result = estimate(model="gpt-5", input="hi", max_output_tokens=10, service_tier="flex")
-
-        assert result.cost_usd == (
-            result.input_tokens * price.input_per_mtok + 10 * price.output_per_mtok
-        ) / Decimal(1_000_000)
+        assert result.input_tokens == 7
+        assert result.cost_usd == (72 * Decimal(rates[0]) + 10 * Decimal(rates[1])) / 10**6
 
     def test_unknown_model_has_no_cost(self) -> None:
         """An unpriced model still gets a token estimate, with cost_usd None (never an error)."""
@@ -436,6 +449,20 @@ class TestCost:
 
         assert isinstance(result, Estimate)
         assert (result.cost_usd, result.price_source, result.input_tokens > 0) == (None, None, True)
+
+    def test_audio_without_an_audio_rate_has_no_cost(self) -> None:
+        """
+        Audio asked of a model whose source has no audio rate: no bound exists, so the estimate
+        says so (cost_usd None, reason ``audio_unpriced``) instead of pricing audio as text.
+        """
+        result = estimate(
+            model="gpt-4o-audio-preview",
+            messages=[{"role": "user", "content": "hi"}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+
+        assert (result.cost_usd, "audio_unpriced" in result.reasons) == (None, True)
 
 
 class TestBadInput:

@@ -25,6 +25,7 @@ from costmeter._meter import set_strict
 from costmeter._pricing import (
     Cost,
     ModelPrice,
+    PricesFileError,
     clear_price_overrides,
     cost_of,
     price_of,
@@ -53,6 +54,7 @@ __all__ = [
     "LogSink",
     "ModelPrice",
     "OpenAI",
+    "PricesFileError",
     "PricingError",
     "UnknownModelError",
     "Usage",
