@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import base64
+import gc
+import json
 import struct
+import tracemalloc
 import zlib
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
+from pydantic import BaseModel
 
+import costmeter
 from costmeter import ConfigurationError, count_tokens
 from costmeter import _estimate as estimate_module
 from costmeter._estimate import (
@@ -18,9 +25,12 @@ from costmeter._estimate import (
     count_request_input,
     estimate,
     output_tokens_of,
+    register_estimator,
 )
 from costmeter._images import image_size
+from costmeter._pricing import PRICES_FILE_ENV
 from costmeter._tokenizer import encoding_for
+from costmeter.testing import FakeOpenAI
 from tests.conftest import load_traffic
 
 TRAFFIC = load_traffic()
@@ -402,7 +412,8 @@ class TestOutputBound:
     @pytest.mark.parametrize("key", ["max_output_tokens", "max_completion_tokens", "max_tokens"])
     def test_request_bound(self, key: str) -> None:
         """The request's own output limit is the bound."""
-        result = estimate(model="gpt-4o", input="hi", **{key: 123})
+        bound: dict[str, Any] = {key: 123}
+        result = estimate(model="gpt-4o", input="hi", **bound)
 
         assert (result.max_output_tokens, result.output_bound_from_request) == (123, True)
 
@@ -527,3 +538,247 @@ class TestOutputTokens:
             "Hello, world!", model="gpt-4o"
         )
         assert output_tokens_of([], "gpt-4o") == 0
+
+
+class Node(BaseModel):
+    """A tree node: a valid recursive model (its JSON schema refers to itself)."""
+
+    name: str
+    children: list[Node] = []
+
+
+class TestRecursiveSchemas:
+    def test_pydantic_function_tool_on_a_recursive_model(self) -> None:
+        """
+        ``openai.pydantic_function_tool`` on a recursive model renders a ``$defs`` cycle: the
+        estimate is marked incomplete and counts the tool as its compact JSON (an over-count).
+        """
+        tool = openai.pydantic_function_tool(Node)
+        messages = [{"role": "user", "content": "hi"}]
+        plain = estimate(model="gpt-4o", messages=messages)
+
+        result = estimate(model="gpt-4o", messages=messages, tools=[tool])
+
+        assert (result.complete, result.reasons) == (False, ("recursive_schema",))
+        as_json = json.dumps(tool["function"], separators=(",", ":"))
+        assert result.input_tokens >= plain.input_tokens + count_tokens(as_json, model="gpt-4o")
+
+    @pytest.mark.parametrize(
+        "parameters",
+        [
+            {  # the root refers to itself
+                "type": "object",
+                "properties": {"next": {"$ref": "#"}, "value": {"type": "string"}},
+            },
+            {  # two definitions refer to each other
+                "type": "object",
+                "properties": {"a": {"$ref": "#/$defs/A"}},
+                "$defs": {
+                    "A": {"type": "object", "properties": {"b": {"$ref": "#/$defs/B"}}},
+                    "B": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}},
+                },
+            },
+        ],
+        ids=["root", "mutual"],
+    )
+    def test_responses_schema_cycles(self, parameters: dict[str, Any]) -> None:
+        """Cycles through ``#`` or between definitions are bounded, never a RecursionError."""
+        tool = {"type": "function", "name": "walk", "parameters": parameters}
+
+        result = estimate(model="gpt-5", input="hi", tools=[tool])
+
+        assert (result.complete, "recursive_schema" in result.reasons) == (False, True)
+        assert result.cost_usd is not None
+
+    def test_acyclic_refs_still_render_exactly(self) -> None:
+        """A ``$ref`` used twice without a cycle is rendered, and the estimate stays complete."""
+        parameters = {
+            "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/P"}, "b": {"$ref": "#/$defs/P"}},
+            "$defs": {"P": {"type": "object", "properties": {"x": {"type": "string"}}}},
+        }
+
+        result = estimate(
+            model="gpt-5",
+            input="hi",
+            tools=[{"type": "function", "name": "f", "parameters": parameters}],
+        )
+
+        assert (result.complete, result.reasons) == (True, ())
+
+    def test_any_walk_failure_is_an_incomplete_over_count(self) -> None:
+        """A body shape the walk trips on still gives a bound: the body's JSON, marked."""
+        body = {"input": "hi", "tools": [{"type": "function", "function": "not a mapping"}]}
+
+        tokens, complete, reasons = count_request_input("responses", body, "gpt-4o")
+
+        assert (complete, reasons) == (False, ("estimator_error:AttributeError",))
+        assert tokens == count_tokens(json.dumps(body, separators=(",", ":")), model="gpt-4o")
+
+    def test_recursive_tool_in_a_budget_is_sent_and_metered(self) -> None:
+        """Over real HTTP, inside a budget: the call goes through (no UnknownModelError)."""
+        with FakeOpenAI() as server:
+            client = costmeter.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+            with costmeter.budget("1.00") as cap:
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "hi"}],
+                    tools=[openai.pydantic_function_tool(Node)],
+                    max_completion_tokens=50,
+                )
+
+        assert (server.calls, cap.calls) == (1, 1)
+        assert cap.spent_usd > 0
+
+
+class TestEmbeddingsAndCompletions:
+    def test_embeddings_have_no_message_framing(self) -> None:
+        """``["test CSV"]`` on ada-002 is billed 2 tokens ("test", " CSV"), not 9."""
+        result = estimate(model="text-embedding-ada-002", input=["test CSV"])
+
+        assert (result.api, result.input_tokens, result.complete) == ("embeddings", 2, True)
+        assert result.max_output_tokens == 0
+        # $0.10 per 1M; 2 tokens + the 1 + 64 token margin; no priority price for embeddings.
+        assert result.cost_usd == 67 * Decimal("0.10") / 10**6
+
+    def test_embedding_token_arrays_count_their_length(self) -> None:
+        """Token-id inputs are billed one token per id."""
+        one = estimate(model="text-embedding-3-small", input=[1, 2, 3])
+        many = estimate(model="text-embedding-3-small", input=[[1, 2, 3], [4]])
+
+        assert (one.input_tokens, many.input_tokens) == (3, 4)
+
+    def test_legacy_prompt_counts_as_given(self) -> None:
+        """Legacy completions bill the prompt's own tokens, inferred from a str prompt."""
+        result = estimate(model="gpt-3.5-turbo-instruct", prompt="Say this is a test")
+
+        expected = count_tokens("Say this is a test", model="gpt-3.5-turbo-instruct")
+        assert (result.api, result.input_tokens, result.max_output_tokens) == (
+            "completions",
+            expected,
+            16,
+        )
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"prompt": "a", "n": 0}, "n"),
+            ({"prompt": "a", "best_of": "3"}, "best_of"),
+            ({"prompt": {"id": "x"}}, "prompt"),
+        ],
+    )
+    def test_bad_legacy_arguments(self, kwargs: dict[str, Any], match: str) -> None:
+        """n/best_of must be ints >= 1 and a legacy prompt a str or list."""
+        with pytest.raises(ConfigurationError, match=match):
+            estimate(model="gpt-3.5-turbo-instruct", api="completions", **kwargs)
+
+
+class TestEndpointRegistry:
+    def test_explicit_api_wins_over_inference(self) -> None:
+        """``api="chat.completions"`` counts messages as Chat even for an embedding-like name."""
+        result = estimate(
+            model="gpt-4o", api="chat.completions", messages=[{"role": "user", "content": "hi"}]
+        )
+
+        assert (result.api, result.input_tokens) == ("chat.completions", 8)
+
+    def test_unknown_api_is_named(self) -> None:
+        """An api nobody registered is a ConfigurationError listing the known ones."""
+        with pytest.raises(ConfigurationError, match=r"images\.generate"):
+            estimate(model="dall-e-3", api="images.generate", prompt="a cat")
+
+    def test_an_endpoint_plugs_in_its_own_estimator(self) -> None:
+        """register_estimator adds an api without touching estimate()."""
+
+        def images(body: dict[str, Any], model: str) -> Estimate:
+            return Estimate(
+                model=model,
+                input_tokens=0,
+                max_output_tokens=0,
+                output_bound_from_request=True,
+                cost_usd=Decimal("0.04") * body.get("n", 1),
+                complete=True,
+                reasons=(),
+                price_source="test",
+                api="images.test",
+            )
+
+        register_estimator("images.test", images)
+        try:
+            result = estimate(model="dall-e-3", api="images.test", prompt="a cat", n=2)
+        finally:
+            estimate_module._ESTIMATORS.pop("images.test")
+
+        assert (result.api, result.cost_usd) == ("images.test", Decimal("0.08"))
+
+
+class TestImageMemory:
+    def test_data_urls_are_not_retained(self) -> None:
+        """
+        40 distinct ~1 MB data-URL images (PNG, and JPEG whose frame header sits after a large
+        block, the slow path): after they are dropped, the estimator holds almost nothing.
+        """
+        jpeg_head = b"\xff\xd8" + b"\xff\xe1" + (60_000).to_bytes(2, "big") + bytes(59_998)
+        jpeg_tail = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 200, 300) + bytes(20)
+
+        def image(i: int) -> str:
+            noise = i.to_bytes(4, "big") * 250_000
+            if i % 2:
+                return data_url(jpeg_head + jpeg_tail + noise, "image/jpeg")
+            return data_url(png(8, 8) + noise)
+
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(40):
+                result = estimate(model="gpt-4o", input=user_image(image(i)))
+                assert result.complete
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+
+        assert retained < 2_000_000, f"{retained:,} bytes retained after 40 MB of images"
+
+
+class TestPricesFile:
+    def test_missing_file_is_named(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """A missing COSTMETER_PRICES_FILE is a PricesFileError naming it, not an unknown model."""
+        path = tmp_path / "nope.toml"
+        monkeypatch.setenv(PRICES_FILE_ENV, str(path))
+
+        with pytest.raises(costmeter.PricesFileError, match=r"nope\.toml") as info:
+            estimate(model="gpt-4o", input="hi")
+
+        assert info.value.path == str(path)
+        assert isinstance(info.value, ConfigurationError)
+        assert not isinstance(info.value, costmeter.UnknownModelError)
+
+    @pytest.mark.parametrize(
+        ("name", "text", "problem"),
+        [
+            ("bad.json", "{not json", "cannot parse"),
+            ("bad.toml", "[gpt-4o\ninput = 1", "cannot parse"),
+            ("list.json", "[1, 2]", "mapping"),
+            ("entry.json", '{"my-model": {"input": "1"}}', "need 'output'"),
+            ("price.json", '{"my-model": {"input": "x", "output": "1"}}', "number"),
+        ],
+    )
+    def test_malformed_file_is_named(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        name: str,
+        text: str,
+        problem: str,
+    ) -> None:
+        """Every kind of malformed file names the file and the problem, for any model."""
+        path = tmp_path / name
+        path.write_text(text)
+        monkeypatch.setenv(PRICES_FILE_ENV, str(path))
+
+        with pytest.raises(costmeter.PricesFileError, match=problem) as info:
+            costmeter.price_of("gpt-4o")
+
+        assert str(path) in str(info.value)

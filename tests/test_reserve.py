@@ -43,7 +43,7 @@ def reserve(api: str, body: dict[str, Any], tokens: int, **kwargs: Any) -> Decim
 class TestOutputMultipliers:
     def test_chat_n_reserves_every_choice(self) -> None:
         """n=8 x 1000 tokens: 8000 output tokens at gpt-4o-mini's $0.60 (input 8 + 65 margin)."""
-        body = {
+        body: dict[str, Any] = {
             "model": "gpt-4o-mini",
             "messages": HI,
             "n": 8,
@@ -63,7 +63,7 @@ class TestOutputMultipliers:
         Two prompts, best_of=3 (n=2): 2 x 3 candidates x max_tokens 10 = 60 output tokens at
         gpt-3.5-turbo-instruct's $2; input "a" + "b" = 2 tokens (+1 +64 margin) at $1.50.
         """
-        body = {
+        body: dict[str, Any] = {
             "model": "gpt-3.5-turbo-instruct",
             "prompt": ["a", "b"],
             "n": 2,
@@ -87,7 +87,7 @@ class TestOutputMultipliers:
 
     def test_prediction_tokens_are_reserved_as_output(self) -> None:
         """Predicted Outputs bill rejected prediction tokens as output: reserve them too."""
-        body = {"messages": HI, "max_completion_tokens": 100}
+        body: dict[str, Any] = {"messages": HI, "max_completion_tokens": 100}
         prediction = {"type": "content", "content": "hello world"}  # 2 tokens
 
         assert output_bound("chat.completions", {**body, "prediction": prediction}, "gpt-4o") == (
@@ -99,7 +99,7 @@ class TestOutputMultipliers:
 class TestAudio:
     def test_audio_output_is_reserved_at_the_audio_rate(self) -> None:
         """gpt-audio answering in audio: 1000 output tokens at $64, not the $10 text rate."""
-        body = {
+        body: dict[str, Any] = {
             "model": "gpt-audio",
             "messages": HI,
             "modalities": ["text", "audio"],
@@ -115,7 +115,11 @@ class TestAudio:
 
     def test_audio_models_reserve_audio_even_without_modalities(self) -> None:
         """An audio-native model may answer in audio: its dearer rate is the worst case."""
-        body = {"model": "gpt-audio-mini", "messages": HI, "max_completion_tokens": 10}
+        body: dict[str, Any] = {
+            "model": "gpt-audio-mini",
+            "messages": HI,
+            "max_completion_tokens": 10,
+        }
 
         assert (
             reserve("chat.completions", body, 8)
@@ -125,7 +129,7 @@ class TestAudio:
     def test_audio_input_is_reserved_at_the_audio_input_rate(self) -> None:
         """Audio parts in the input: every input token at gpt-audio's $32 audio input rate."""
         part = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
-        body = {
+        body: dict[str, Any] = {
             "model": "gpt-audio",
             "messages": [{"role": "user", "content": [part]}],
             "max_completion_tokens": 10,
@@ -139,7 +143,11 @@ class TestAudio:
 
     def test_audio_asked_without_an_audio_rate_is_refused_by_name(self) -> None:
         """No audio rate known: the bill has no bound, and the error says why (not "unknown")."""
-        body = {"model": "gpt-4o-audio-preview", "messages": HI, "modalities": ["audio"]}
+        body: dict[str, Any] = {
+            "model": "gpt-4o-audio-preview",
+            "messages": HI,
+            "modalities": ["audio"],
+        }
 
         with pytest.raises(UnpricedTokensError, match="audio"):
             reserve("chat.completions", body, 8)
@@ -162,19 +170,24 @@ class TestTiers:
 
     def test_no_tier_reserves_priority(self) -> None:
         """gpt-5, no service_tier: priority's $2.50/$20, not standard's $1.25/$10."""
-        body = {"model": "gpt-5", "input": "hi", "max_output_tokens": 100}
+        body: dict[str, Any] = {"model": "gpt-5", "input": "hi", "max_output_tokens": 100}
 
         assert reserve("responses", body, 7) == (72 * Decimal("2.5") + 100 * Decimal(20)) / MILLION
 
     def test_unknown_explicit_tier_reserves_like_auto(self) -> None:
         """A tier no source prices reserves the dearest of standard and priority."""
-        body = {"model": "gpt-5", "input": "hi", "max_output_tokens": 100, "service_tier": "new"}
+        body: dict[str, Any] = {
+            "model": "gpt-5",
+            "input": "hi",
+            "max_output_tokens": 100,
+            "service_tier": "new",
+        }
 
         assert reserve("responses", body, 7) == (72 * Decimal("2.5") + 100 * Decimal(20)) / MILLION
 
     def test_unknown_model_reserves_nothing(self) -> None:
         """No price at any tier: None (the caller decides), never a guess."""
-        body = {"model": "my-private-model", "input": "hi"}
+        body: dict[str, Any] = {"model": "my-private-model", "input": "hi"}
 
         assert reserve("responses", body, 7) is None
 
@@ -185,7 +198,7 @@ class TestLongContextCliff:
         gpt-5.4 reprices the whole request above 272k input tokens ($2.50/$15 -> $5/$22.50).
         An estimate of 271,990 is within the 5 % + 64 margin: 285,654 tokens at the long rates.
         """
-        body = {"model": "gpt-5.4", "input": "x", "max_output_tokens": 1000}
+        body: dict[str, Any] = {"model": "gpt-5.4", "input": "x", "max_output_tokens": 1000}
         body["service_tier"] = "default"
 
         reserved = reserve("responses", body, 271_990)
@@ -199,7 +212,7 @@ class TestLongContextCliff:
 
     def test_a_server_count_needs_no_margin(self) -> None:
         """An exact count (the server counted it) under the threshold keeps the base rates."""
-        body = {"model": "gpt-5.4", "input": "x", "max_output_tokens": 1000}
+        body: dict[str, Any] = {"model": "gpt-5.4", "input": "x", "max_output_tokens": 1000}
         body["service_tier"] = "default"
 
         assert (
