@@ -200,6 +200,65 @@ class TestCountingRules:
         assert complete
         assert tokens > without
 
+    def test_docstring_descriptions_are_dedented(self) -> None:
+        """A docstring-style description counts as ``inspect.cleandoc`` leaves it."""
+        params = {"type": "object", "properties": {"c": {"type": "number"}}}
+        doc = "Convert Celsius.\n\n    Args:\n        c: degrees\n    "
+        clean = "Convert Celsius.\n\nArgs:\n    c: degrees"
+
+        def tokens(description: str) -> int:
+            tool = {"type": "function", "name": "f", "description": description}
+            return count_request_input(
+                "responses", {"input": "hi", "tools": [{**tool, "parameters": params}]}, "gpt-4o"
+            )[0]
+
+        assert tokens(doc) == tokens(clean)
+        assert tokens(doc) > tokens("Convert Celsius.")
+
+    def test_a_forced_function_is_named_to_the_model(self) -> None:
+        """A forced ``tool_choice`` costs the tokens of ``functions.<name>``."""
+        tool = {"type": "function", "name": "get_current_weather", "parameters": {}}
+        body = {"input": "hi", "tools": [tool]}
+        free = count_request_input("responses", body, "gpt-4o-mini")[0]
+
+        forced = count_request_input(
+            "responses",
+            {**body, "tool_choice": {"type": "function", "name": "get_current_weather"}},
+            "gpt-4o-mini",
+        )
+
+        named = count_tokens("functions.get_current_weather", model="gpt-4o-mini")
+        assert forced == (free + named, True, ())
+
+    @pytest.mark.parametrize(
+        "choice", ["required", {"type": "function", "function": {"name": "f"}}]
+    )
+    def test_forced_choice_on_chat_reasoning_models_is_incomplete(self, choice: object) -> None:
+        """Chat reasoning models bill a hidden instruction for a forced choice: say so."""
+        tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+        body = {"messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+
+        _, complete, reasons = count_request_input(
+            "chat.completions", {**body, "tool_choice": choice}, "gpt-5"
+        )
+
+        assert (complete, reasons) == (False, ("forced_tool_choice",))
+        assert count_request_input("chat.completions", body, "gpt-5")[1] is True
+
+    def test_custom_tool_grammar_is_counted_and_marked(self) -> None:
+        """A custom tool's grammar definition is shown to the model: counted, marked incomplete."""
+        grammar = 'start: expr\nexpr: NUMBER ("+" NUMBER)*\n%import common.NUMBER'
+        tool: dict[str, Any] = {"type": "custom", "name": "calc", "description": "Add numbers."}
+        plain = count_request_input("responses", {"input": "hi", "tools": [tool]}, "gpt-5")
+        tool["format"] = {"type": "grammar", "syntax": "lark", "definition": grammar}
+
+        tokens, complete, reasons = count_request_input(
+            "responses", {"input": "hi", "tools": [tool]}, "gpt-5"
+        )
+
+        assert (complete, reasons) == (False, ("custom_tool_grammar",))
+        assert tokens >= plain[0] + count_tokens(grammar, model="gpt-5")
+
     def test_embeddings_sum_strings_and_token_arrays(self) -> None:
         """Embeddings bill the inputs' tokens with no framing; token arrays count their length."""
         assert count_request_input(
