@@ -241,9 +241,19 @@ TIERS = [None, "auto", "default", "flex", "priority"]
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any], int]:
     """A request and its estimated input: near a long-context threshold half of the time."""
+    api = draw(st.sampled_from(["chat.completions", "responses", "completions"]))
+    if api == "completions":  # legacy: prompts x best_of (>= n) candidates x max_tokens
+        body: dict[str, Any] = {
+            "model": draw(st.sampled_from(["gpt-3.5-turbo-instruct", "davinci-002"])),
+            "prompt": ["a"] * draw(st.integers(1, 3)),
+            "n": draw(st.integers(1, 4)),
+            "best_of": draw(st.integers(1, 6)),
+        }
+        if draw(st.booleans()):
+            body["max_tokens"] = draw(st.integers(0, 5_000))
+        return api, body, draw(st.integers(0, 100_000))
     model = draw(st.sampled_from(MODELS))
-    api = draw(st.sampled_from(["chat.completions", "responses"]))
-    body: dict[str, Any] = {"model": model}
+    body = {"model": model}
     tier = draw(st.sampled_from(TIERS))
     if tier is not None:
         body["service_tier"] = tier
@@ -303,7 +313,13 @@ def test_no_billable_usage_exceeds_the_reservation(
     written = data.draw(st.integers(0, billed_in - cached))
     uncached = billed_in - cached - written
     audio_in = data.draw(st.integers(0, uncached)) if audio_in_possible else 0
-    out_bound = body.get("max_completion_tokens", body.get("max_output_tokens")) * body.get("n", 1)
+    if api == "completions":
+        candidates = max(body["n"], body["best_of"]) * len(body["prompt"])
+        out_bound = body.get("max_tokens", 16) * candidates
+    else:
+        out_bound = body.get("max_completion_tokens", body.get("max_output_tokens")) * body.get(
+            "n", 1
+        )
     billed_out = data.draw(st.integers(0, out_bound))
     audio_out = data.draw(st.integers(0, billed_out)) if audio_out_possible else 0
     usage = Usage(

@@ -16,9 +16,24 @@ Counting rules, ``T(x)`` being the tokens of text ``x`` in the model's encoding:
 * Responses ``instructions`` are one more (developer) message; a string ``input`` is one user
   message; function calls and their outputs cost their name, text and a fitted constant;
 * function tools cost their TypeScript rendering (``namespace functions { ... }``, the form the
-  server shows the model) + 9, less 4 when a system/developer message absorbs them;
+  server shows the model; descriptions dedented) + 9, less 4 when a system/developer message
+  absorbs them; a forced function ``tool_choice`` adds ``T("functions." + name)``; a schema
+  whose ``$ref``s cycle is counted as its compact JSON (incomplete: ``recursive_schema``);
+* embeddings and legacy completions bill their inputs' tokens exactly: no framing at all;
 * a ``json_schema`` output format costs its name and compact JSON, less 4;
 * images: OpenAI's 512-px tile or 32-px patch rules; only ``data:`` URLs can be measured.
+
+The worst case (`reserve_usd`, what a budget reserves before sending): the count plus the
+estimator's error margin (`input_margin`: 5 % + 64 tokens) at the dearest input rate (cache
+writes, audio input), the output bound times every parameter that multiplies billed output
+(Chat ``n``, legacy ``best_of``/prompt lists, predictions) at the dearest output rate (audio
+when the request can answer in audio), at the dearest tier the request can be served at
+(`served_tiers`: no ``service_tier`` or ``"auto"`` may be served at priority), and at the
+long-context rates when the margin reaches a model's threshold.
+
+Endpoints: `estimate` dispatches on ``api`` through a registry (`register_estimator`); the
+token-billed endpoints here register `token_estimator`, and an endpoint module (images, audio)
+registers its own ``estimator(body, model) -> Estimate`` without touching `estimate`.
 
 Tokenizing is the only real cost: text → count is memoized in an LRU keyed on (encoding, text)
 and bounded in entries and characters, so a conversation that resends its history only tokenizes
@@ -88,10 +103,12 @@ class Estimate:
     """
     A request's input tokens and worst-case cost, known before the request is sent.
 
-    ``cost_usd`` is ``input_tokens`` at the input price plus ``max_output_tokens`` at the output
-    price (USD per 1M tokens; long-context rates when the input crosses their threshold), or
-    ``None`` when no price source knows the model. ``complete`` is ``False`` when the billed
-    input will include context the request does not carry; ``reasons`` names each kind.
+    ``max_output_tokens`` is the most output the request can be billed for (its per-choice
+    limit times ``n``/``best_of``/prompts). ``cost_usd`` is what a budget reserves for it
+    (`reserve_usd`, USD), or ``None`` when no price source knows the model (or audio is asked
+    of a model with no audio rate: reason ``audio_unpriced``). ``complete`` is ``False`` when
+    the billed input will include context the request does not carry, or the count fell back
+    to an over-count; ``reasons`` names each kind. ``api`` is the endpoint estimated.
     """
 
     model: str
