@@ -684,14 +684,16 @@ def _audio_input(body: Mapping[str, Any]) -> bool:
     """Audio content parts (or a Chat assistant turn's audio) anywhere in the input."""
     turns = body.get("messages") or body.get("input") or ()
     for turn in turns if isinstance(turns, list) else ():
-        if not isinstance(turn, Mapping):
+        if not isinstance(turn, dict) and not isinstance(turn, Mapping):
             continue
-        if turn.get("audio"):
-            return True
         content = turn.get("content", turn.get("output"))
-        for part in content if isinstance(content, list) else ():
-            if isinstance(part, Mapping) and part.get("type") in ("input_audio", "audio"):
-                return True
+        if type(content) is str and not turn.get("audio"):  # the common case, kept cheap
+            continue
+        if turn.get("audio") or any(
+            isinstance(part, Mapping) and part.get("type") in ("input_audio", "audio")
+            for part in (content if isinstance(content, list) else ())
+        ):
+            return True
     return False
 
 
@@ -740,7 +742,8 @@ def reserve_usd(
     worst = _ZERO
     with money_math():
         for price in prices:
-            for rates in {price, price.for_input(padded)}:
+            long = price.for_input(padded)
+            for rates in (price,) if long is price else (price, long):
                 in_rate = max(rates.input_per_mtok, rates.cache_write_per_mtok)
                 out_rate = rates.output_per_mtok
                 if audio_in:
@@ -853,11 +856,16 @@ def _validate(api: str, body: Mapping[str, Any]) -> None:
 
 
 def _price_for(model: str) -> Callable[[str | None], ModelPrice | None]:
+    """`price_of` per tier for one estimate, ``None`` where unpriced, each tier looked up once."""
+    found: dict[str | None, ModelPrice | None] = {}
+
     def price_for(tier: str | None) -> ModelPrice | None:
-        try:
-            return price_of(model, service_tier=tier)
-        except UnknownModelError:
-            return None
+        if tier not in found:
+            try:
+                found[tier] = price_of(model, service_tier=tier)
+            except UnknownModelError:
+                found[tier] = None
+        return found[tier]
 
     return price_for
 
