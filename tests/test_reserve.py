@@ -8,6 +8,7 @@ can be billed for never exceeds the reservation.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -283,7 +284,11 @@ def _served(model: str, requested: str | None) -> list[str | None]:
     return tiers or [t for t in (None, "priority") if prices(model)(t) is not None]
 
 
-@settings(max_examples=300, deadline=None, database=None)
+# 300 examples in CI; a longer hunt: COSTMETER_RESERVE_EXAMPLES=20000 pytest tests/test_reserve.py
+EXAMPLES = int(os.environ.get("COSTMETER_RESERVE_EXAMPLES", "300"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None)
 @given(request=requests(), data=st.data())
 def test_no_billable_usage_exceeds_the_reservation(
     request: tuple[str, dict[str, Any], int], data: st.DataObject
