@@ -9,7 +9,7 @@ incomplete are listed separately, not scored. Exits 1 when an accuracy target fa
 
 Targets (issue text): text-only requests whose whole input is visible: median |error| <= 1 %
 and >= 90 % within ±2 % or ±1 token, whichever is larger; requests with function tools (or tool
-calls in their history): median |error| <= 5 %.
+calls in their history): median |error| <= 2 % (issue 13; it was <= 5 % before).
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def accuracy() -> int:
     )
     median_tools = statistics.median(abs(p) for _, p in tools)
     check(
-        "function tools median |error| <= 5%",
-        median_tools <= 5,
+        "function tools median |error| <= 2%",
+        median_tools <= 2,
         f"{median_tools:.2f}% (n={len(tools)})",
     )
     within_tools = sum(1 for e, p in tools if abs(p) <= 5 or abs(e) <= 10)

@@ -165,8 +165,11 @@ class TestCreate:
         [event] = calls(logs)
         tokens, _complete, _ = count_request_input("chat.completions", body, "gpt-4o-mini")
         assert tokens == event["estimated_input_tokens"]
-        price = costmeter.price_of("gpt-4o-mini")
-        worst = (tokens * price.input_per_mtok + 50 * price.output_per_mtok) / Decimal(10**6)
+        # No service_tier: the project may default to priority, so the worst case is priced at
+        # gpt-4o-mini's priority rates ($0.25 in / $1.00 out per 1M), on the input plus the
+        # estimator's margin (5 %, rounded up, + 64 tokens).
+        padded = tokens + -(-tokens * 5 // 100) + 64
+        worst = (padded * Decimal("0.25") + 50 * Decimal("1.00")) / Decimal(10**6)
         assert worst == money(event["estimated_cost_usd"])
 
     def test_finish_reason_length_is_incomplete(

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import base64
+import gc
+import json
 import struct
+import tracemalloc
 import zlib
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
+from pydantic import BaseModel
 
-from costmeter import ConfigurationError, count_tokens, price_of
+import costmeter
+from costmeter import ConfigurationError, count_tokens
 from costmeter import _estimate as estimate_module
 from costmeter._estimate import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -18,8 +25,12 @@ from costmeter._estimate import (
     count_request_input,
     estimate,
     output_tokens_of,
+    register_estimator,
 )
+from costmeter._images import image_size
+from costmeter._pricing import PRICES_FILE_ENV
 from costmeter._tokenizer import encoding_for
+from costmeter.testing import FakeOpenAI
 from tests.conftest import load_traffic
 
 TRAFFIC = load_traffic()
@@ -188,6 +199,65 @@ class TestCountingRules:
 
         assert complete
         assert tokens > without
+
+    def test_docstring_descriptions_are_dedented(self) -> None:
+        """A docstring-style description counts as ``inspect.cleandoc`` leaves it."""
+        params = {"type": "object", "properties": {"c": {"type": "number"}}}
+        doc = "Convert Celsius.\n\n    Args:\n        c: degrees\n    "
+        clean = "Convert Celsius.\n\nArgs:\n    c: degrees"
+
+        def tokens(description: str) -> int:
+            tool = {"type": "function", "name": "f", "description": description}
+            return count_request_input(
+                "responses", {"input": "hi", "tools": [{**tool, "parameters": params}]}, "gpt-4o"
+            )[0]
+
+        assert tokens(doc) == tokens(clean)
+        assert tokens(doc) > tokens("Convert Celsius.")
+
+    def test_a_forced_function_is_named_to_the_model(self) -> None:
+        """A forced ``tool_choice`` costs the tokens of ``functions.<name>``."""
+        tool = {"type": "function", "name": "get_current_weather", "parameters": {}}
+        body = {"input": "hi", "tools": [tool]}
+        free = count_request_input("responses", body, "gpt-4o-mini")[0]
+
+        forced = count_request_input(
+            "responses",
+            {**body, "tool_choice": {"type": "function", "name": "get_current_weather"}},
+            "gpt-4o-mini",
+        )
+
+        named = count_tokens("functions.get_current_weather", model="gpt-4o-mini")
+        assert forced == (free + named, True, ())
+
+    @pytest.mark.parametrize(
+        "choice", ["required", {"type": "function", "function": {"name": "f"}}]
+    )
+    def test_forced_choice_on_chat_reasoning_models_is_incomplete(self, choice: object) -> None:
+        """Chat reasoning models bill a hidden instruction for a forced choice: say so."""
+        tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+        body = {"messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+
+        _, complete, reasons = count_request_input(
+            "chat.completions", {**body, "tool_choice": choice}, "gpt-5"
+        )
+
+        assert (complete, reasons) == (False, ("forced_tool_choice",))
+        assert count_request_input("chat.completions", body, "gpt-5")[1] is True
+
+    def test_custom_tool_grammar_is_counted_and_marked(self) -> None:
+        """A custom tool's grammar definition is shown to the model: counted, marked incomplete."""
+        grammar = 'start: expr\nexpr: NUMBER ("+" NUMBER)*\n%import common.NUMBER'
+        tool: dict[str, Any] = {"type": "custom", "name": "calc", "description": "Add numbers."}
+        plain = count_request_input("responses", {"input": "hi", "tools": [tool]}, "gpt-5")
+        tool["format"] = {"type": "grammar", "syntax": "lark", "definition": grammar}
+
+        tokens, complete, reasons = count_request_input(
+            "responses", {"input": "hi", "tools": [tool]}, "gpt-5"
+        )
+
+        assert (complete, reasons) == (False, ("custom_tool_grammar",))
+        assert tokens >= plain[0] + count_tokens(grammar, model="gpt-5")
 
     def test_embeddings_sum_strings_and_token_arrays(self) -> None:
         """Embeddings bill the inputs' tokens with no framing; token arrays count their length."""
@@ -384,7 +454,7 @@ class TestImages:
     )
     def test_other_formats_are_measured(self, data: bytes, mime: str) -> None:
         """GIF, JPEG and WEBP headers give 300x200 with the standard library alone."""
-        assert estimate_module._image_size(data_url(data, mime)) == (300, 200)
+        assert image_size(data_url(data, mime)) == (300, 200)
 
 
 class TestOutputBound:
@@ -401,34 +471,47 @@ class TestOutputBound:
     @pytest.mark.parametrize("key", ["max_output_tokens", "max_completion_tokens", "max_tokens"])
     def test_request_bound(self, key: str) -> None:
         """The request's own output limit is the bound."""
-        result = estimate(model="gpt-4o", input="hi", **{key: 123})
+        bound: dict[str, Any] = {key: 123}
+        result = estimate(model="gpt-4o", input="hi", **bound)
 
         assert (result.max_output_tokens, result.output_bound_from_request) == (123, True)
 
 
 class TestCost:
-    def test_cost_is_input_plus_bounded_output(self) -> None:
-        """cost_usd = input tokens x input price + bound x output price, per million."""
-        price = price_of("gpt-4o-mini")
+    """Worst cases computed by hand from published rates (USD per 1M tokens)."""
 
+    def test_cost_is_padded_input_plus_bounded_output(self) -> None:
+        """
+        gpt-4o-mini at an explicit standard tier ($0.15 in, $0.60 out): "Hello there, how are
+        you?" is 3 + 1 + 7 + 3 = 14 tokens, reserved with the 5 % + 64 margin (1 + 64) = 79.
+        """
         result = estimate(
-            model="gpt-4o-mini", input="Hello there, how are you?", max_output_tokens=200
+            model="gpt-4o-mini",
+            input="Hello there, how are you?",
+            max_output_tokens=200,
+            service_tier="default",
         )
 
-        assert result.cost_usd == (
-            result.input_tokens * price.input_per_mtok + 200 * price.output_per_mtok
-        ) / Decimal(1_000_000)
-        assert result.price_source == price.source
+        assert result.input_tokens == 14
+        assert result.cost_usd == (79 * Decimal("0.15") + 200 * Decimal("0.60")) / 10**6
+        assert result.price_source == "genai-prices"
 
-    def test_service_tier_prices(self) -> None:
-        """A service_tier kwarg prices at that tier."""
-        price = price_of("gpt-5", service_tier="flex")
+    @pytest.mark.parametrize(
+        ("tier", "rates"),
+        [
+            ("flex", ("0.625", "5")),
+            ("default", ("1.25", "10")),
+            ("priority", ("2.5", "20")),
+            (None, ("2.5", "20")),  # no tier: the project may serve it at priority
+            ("auto", ("2.5", "20")),
+        ],
+    )
+    def test_service_tier_prices(self, tier: str | None, rates: tuple[str, str]) -> None:
+        """gpt-5, input "hi" = 3 + 1 + 1 + 2 = 7 tokens, 72 with the margin, 10 output tokens."""
+        result = estimate(model="gpt-5", input="hi", max_output_tokens=10, service_tier=tier)
 
-        result = estimate(model="gpt-5", input="hi", max_output_tokens=10, service_tier="flex")
-
-        assert result.cost_usd == (
-            result.input_tokens * price.input_per_mtok + 10 * price.output_per_mtok
-        ) / Decimal(1_000_000)
+        assert result.input_tokens == 7
+        assert result.cost_usd == (72 * Decimal(rates[0]) + 10 * Decimal(rates[1])) / 10**6
 
     def test_unknown_model_has_no_cost(self) -> None:
         """An unpriced model still gets a token estimate, with cost_usd None (never an error)."""
@@ -436,6 +519,20 @@ class TestCost:
 
         assert isinstance(result, Estimate)
         assert (result.cost_usd, result.price_source, result.input_tokens > 0) == (None, None, True)
+
+    def test_audio_without_an_audio_rate_has_no_cost(self) -> None:
+        """
+        Audio asked of a model whose source has no audio rate: no bound exists, so the estimate
+        says so (cost_usd None, reason ``audio_unpriced``) instead of pricing audio as text.
+        """
+        result = estimate(
+            model="gpt-4o-audio-preview",
+            messages=[{"role": "user", "content": "hi"}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+
+        assert (result.cost_usd, "audio_unpriced" in result.reasons) == (None, True)
 
 
 class TestBadInput:
@@ -500,3 +597,247 @@ class TestOutputTokens:
             "Hello, world!", model="gpt-4o"
         )
         assert output_tokens_of([], "gpt-4o") == 0
+
+
+class Node(BaseModel):
+    """A tree node: a valid recursive model (its JSON schema refers to itself)."""
+
+    name: str
+    children: list[Node] = []
+
+
+class TestRecursiveSchemas:
+    def test_pydantic_function_tool_on_a_recursive_model(self) -> None:
+        """
+        ``openai.pydantic_function_tool`` on a recursive model renders a ``$defs`` cycle: the
+        estimate is marked incomplete and counts the tool as its compact JSON (an over-count).
+        """
+        tool = openai.pydantic_function_tool(Node)
+        messages = [{"role": "user", "content": "hi"}]
+        plain = estimate(model="gpt-4o", messages=messages)
+
+        result = estimate(model="gpt-4o", messages=messages, tools=[tool])
+
+        assert (result.complete, result.reasons) == (False, ("recursive_schema",))
+        as_json = json.dumps(tool["function"], separators=(",", ":"))
+        assert result.input_tokens >= plain.input_tokens + count_tokens(as_json, model="gpt-4o")
+
+    @pytest.mark.parametrize(
+        "parameters",
+        [
+            {  # the root refers to itself
+                "type": "object",
+                "properties": {"next": {"$ref": "#"}, "value": {"type": "string"}},
+            },
+            {  # two definitions refer to each other
+                "type": "object",
+                "properties": {"a": {"$ref": "#/$defs/A"}},
+                "$defs": {
+                    "A": {"type": "object", "properties": {"b": {"$ref": "#/$defs/B"}}},
+                    "B": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}},
+                },
+            },
+        ],
+        ids=["root", "mutual"],
+    )
+    def test_responses_schema_cycles(self, parameters: dict[str, Any]) -> None:
+        """Cycles through ``#`` or between definitions are bounded, never a RecursionError."""
+        tool = {"type": "function", "name": "walk", "parameters": parameters}
+
+        result = estimate(model="gpt-5", input="hi", tools=[tool])
+
+        assert (result.complete, "recursive_schema" in result.reasons) == (False, True)
+        assert result.cost_usd is not None
+
+    def test_acyclic_refs_still_render_exactly(self) -> None:
+        """A ``$ref`` used twice without a cycle is rendered, and the estimate stays complete."""
+        parameters = {
+            "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/P"}, "b": {"$ref": "#/$defs/P"}},
+            "$defs": {"P": {"type": "object", "properties": {"x": {"type": "string"}}}},
+        }
+
+        result = estimate(
+            model="gpt-5",
+            input="hi",
+            tools=[{"type": "function", "name": "f", "parameters": parameters}],
+        )
+
+        assert (result.complete, result.reasons) == (True, ())
+
+    def test_any_walk_failure_is_an_incomplete_over_count(self) -> None:
+        """A body shape the walk trips on still gives a bound: the body's JSON, marked."""
+        body = {"input": "hi", "tools": [{"type": "function", "function": "not a mapping"}]}
+
+        tokens, complete, reasons = count_request_input("responses", body, "gpt-4o")
+
+        assert (complete, reasons) == (False, ("estimator_error:AttributeError",))
+        assert tokens == count_tokens(json.dumps(body, separators=(",", ":")), model="gpt-4o")
+
+    def test_recursive_tool_in_a_budget_is_sent_and_metered(self) -> None:
+        """Over real HTTP, inside a budget: the call goes through (no UnknownModelError)."""
+        with FakeOpenAI() as server:
+            client = costmeter.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+            with costmeter.budget("1.00") as cap:
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "hi"}],
+                    tools=[openai.pydantic_function_tool(Node)],
+                    max_completion_tokens=50,
+                )
+
+        assert (server.calls, cap.calls) == (1, 1)
+        assert cap.spent_usd > 0
+
+
+class TestEmbeddingsAndCompletions:
+    def test_embeddings_have_no_message_framing(self) -> None:
+        """``["test CSV"]`` on ada-002 is billed 2 tokens ("test", " CSV"), not 9."""
+        result = estimate(model="text-embedding-ada-002", input=["test CSV"])
+
+        assert (result.api, result.input_tokens, result.complete) == ("embeddings", 2, True)
+        assert result.max_output_tokens == 0
+        # $0.10 per 1M; 2 tokens + the 1 + 64 token margin; no priority price for embeddings.
+        assert result.cost_usd == 67 * Decimal("0.10") / 10**6
+
+    def test_embedding_token_arrays_count_their_length(self) -> None:
+        """Token-id inputs are billed one token per id."""
+        one = estimate(model="text-embedding-3-small", input=[1, 2, 3])
+        many = estimate(model="text-embedding-3-small", input=[[1, 2, 3], [4]])
+
+        assert (one.input_tokens, many.input_tokens) == (3, 4)
+
+    def test_legacy_prompt_counts_as_given(self) -> None:
+        """Legacy completions bill the prompt's own tokens, inferred from a str prompt."""
+        result = estimate(model="gpt-3.5-turbo-instruct", prompt="Say this is a test")
+
+        expected = count_tokens("Say this is a test", model="gpt-3.5-turbo-instruct")
+        assert (result.api, result.input_tokens, result.max_output_tokens) == (
+            "completions",
+            expected,
+            16,
+        )
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"prompt": "a", "n": 0}, "n"),
+            ({"prompt": "a", "best_of": "3"}, "best_of"),
+            ({"prompt": {"id": "x"}}, "prompt"),
+        ],
+    )
+    def test_bad_legacy_arguments(self, kwargs: dict[str, Any], match: str) -> None:
+        """n/best_of must be ints >= 1 and a legacy prompt a str or list."""
+        with pytest.raises(ConfigurationError, match=match):
+            estimate(model="gpt-3.5-turbo-instruct", api="completions", **kwargs)
+
+
+class TestEndpointRegistry:
+    def test_explicit_api_wins_over_inference(self) -> None:
+        """``api="chat.completions"`` counts messages as Chat even for an embedding-like name."""
+        result = estimate(
+            model="gpt-4o", api="chat.completions", messages=[{"role": "user", "content": "hi"}]
+        )
+
+        assert (result.api, result.input_tokens) == ("chat.completions", 8)
+
+    def test_unknown_api_is_named(self) -> None:
+        """An api nobody registered is a ConfigurationError listing the known ones."""
+        with pytest.raises(ConfigurationError, match=r"images\.generate"):
+            estimate(model="dall-e-3", api="images.generate", prompt="a cat")
+
+    def test_an_endpoint_plugs_in_its_own_estimator(self) -> None:
+        """register_estimator adds an api without touching estimate()."""
+
+        def images(body: dict[str, Any], model: str) -> Estimate:
+            return Estimate(
+                model=model,
+                input_tokens=0,
+                max_output_tokens=0,
+                output_bound_from_request=True,
+                cost_usd=Decimal("0.04") * body.get("n", 1),
+                complete=True,
+                reasons=(),
+                price_source="test",
+                api="images.test",
+            )
+
+        register_estimator("images.test", images)
+        try:
+            result = estimate(model="dall-e-3", api="images.test", prompt="a cat", n=2)
+        finally:
+            estimate_module._ESTIMATORS.pop("images.test")
+
+        assert (result.api, result.cost_usd) == ("images.test", Decimal("0.08"))
+
+
+class TestImageMemory:
+    def test_data_urls_are_not_retained(self) -> None:
+        """
+        40 distinct ~1 MB data-URL images (PNG, and JPEG whose frame header sits after a large
+        block, the slow path): after they are dropped, the estimator holds almost nothing.
+        """
+        jpeg_head = b"\xff\xd8" + b"\xff\xe1" + (60_000).to_bytes(2, "big") + bytes(59_998)
+        jpeg_tail = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 200, 300) + bytes(20)
+
+        def image(i: int) -> str:
+            noise = i.to_bytes(4, "big") * 250_000
+            if i % 2:
+                return data_url(jpeg_head + jpeg_tail + noise, "image/jpeg")
+            return data_url(png(8, 8) + noise)
+
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(40):
+                result = estimate(model="gpt-4o", input=user_image(image(i)))
+                assert result.complete
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+
+        assert retained < 2_000_000, f"{retained:,} bytes retained after 40 MB of images"
+
+
+class TestPricesFile:
+    def test_missing_file_is_named(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """A missing COSTMETER_PRICES_FILE is a PricesFileError naming it, not an unknown model."""
+        path = tmp_path / "nope.toml"
+        monkeypatch.setenv(PRICES_FILE_ENV, str(path))
+
+        with pytest.raises(costmeter.PricesFileError, match=r"nope\.toml") as info:
+            estimate(model="gpt-4o", input="hi")
+
+        assert info.value.path == str(path)
+        assert isinstance(info.value, ConfigurationError)
+        assert not isinstance(info.value, costmeter.UnknownModelError)
+
+    @pytest.mark.parametrize(
+        ("name", "text", "problem"),
+        [
+            ("bad.json", "{not json", "cannot parse"),
+            ("bad.toml", "[gpt-4o\ninput = 1", "cannot parse"),
+            ("list.json", "[1, 2]", "mapping"),
+            ("entry.json", '{"my-model": {"input": "1"}}', "need 'output'"),
+            ("price.json", '{"my-model": {"input": "x", "output": "1"}}', "number"),
+        ],
+    )
+    def test_malformed_file_is_named(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        name: str,
+        text: str,
+        problem: str,
+    ) -> None:
+        """Every kind of malformed file names the file and the problem, for any model."""
+        path = tmp_path / name
+        path.write_text(text)
+        monkeypatch.setenv(PRICES_FILE_ENV, str(path))
+
+        with pytest.raises(costmeter.PricesFileError, match=problem) as info:
+            costmeter.price_of("gpt-4o")
+
+        assert str(path) in str(info.value)

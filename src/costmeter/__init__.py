@@ -26,6 +26,7 @@ from costmeter._meter import set_strict
 from costmeter._pricing import (
     Cost,
     ModelPrice,
+    PricesFileError,
     UnpricedTokensError,
     clear_price_overrides,
     cost_of,
@@ -55,6 +56,7 @@ __all__ = [
     "LogSink",
     "ModelPrice",
     "OpenAI",
+    "PricesFileError",
     "PricingError",
     "UnknownModelError",
     "UnpricedRequestError",

@@ -397,8 +397,13 @@ def _refusal(client: openai.OpenAI, model: str, server: FakeOpenAI | None = None
     tight = costmeter.budget("0.001", name="tight")
     try:
         with tight, costmeter.tags(step="refused"):
-            # No max_output_tokens: the worst case assumes DEFAULT_MAX_OUTPUT_TOKENS of output.
-            client.responses.create(model=model, input="Write a long essay on the history of ink.")
+            # No max_output_tokens: the worst case assumes DEFAULT_MAX_OUTPUT_TOKENS of output
+            # (at standard rates: without service_tier it would be priced at priority's).
+            client.responses.create(
+                model=model,
+                input="Write a long essay on the history of ink.",
+                service_tier="default",
+            )
     except costmeter.BudgetExceededError as exc:
         print(
             f"  {'refused':<10} budget {exc.budget_name!r} (limit ${exc.limit_usd}) refused a "

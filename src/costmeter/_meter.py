@@ -34,6 +34,7 @@ from costmeter._budget import Budget, Reservation, active_budgets
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import (
     BudgetExceededError,
+    ConfigurationError,
     CostmeterError,
     UnknownModelError,
     UnpricedRequestError,
@@ -292,6 +293,8 @@ class Call:
             self.estimate = _uplifted(self.endpoint.estimate(self.request), self.config.region)
         except Exception as exc:
             if self.budgets and not all(b.allow_unpriced for b in self.budgets):
+                if isinstance(exc, ConfigurationError):
+                    raise  # e.g. a broken COSTMETER_PRICES_FILE: its own error names the file
                 raise UnpricedRequestError(
                     self.api, f"its worst case could not be estimated: {type(exc).__name__}: {exc}"
                 ) from exc
@@ -305,6 +308,8 @@ class Call:
         if amount is None:
             if not all(b.allow_unpriced for b in self.budgets):
                 _log.emit(_log.BUDGET_EXCEEDED, self._unpriced_refusal())
+                if self.estimate.unpriced is not None:
+                    raise UnpricedRequestError(self.api, self.estimate.unpriced)
                 raise UnknownModelError(self.model, ("all price sources",))
             amount = ZERO
         self._reserve(amount)

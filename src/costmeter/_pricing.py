@@ -44,6 +44,7 @@ from costmeter._usage import usage_from
 __all__ = [
     "PRICES_FILE_ENV",
     "Cost",
+    "PricesFileError",
     "ModelPrice",
     "UnpricedTokensError",
     "clear_price_overrides",
@@ -248,26 +249,52 @@ def clear_price_overrides() -> None:
     _cached_price.cache_clear()
 
 
+class PricesFileError(ConfigurationError):
+    """
+    The price file named by ``COSTMETER_PRICES_FILE`` is missing, unreadable or malformed.
+
+    A broken override file must never read as "no price known" for the model: the prices the
+    user meant to apply were not applied, so every lookup fails with this error, naming the
+    file and the problem, until the file (or the variable) is fixed.
+
+    Attributes:
+        path: The file, as the environment variable gives it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{PRICES_FILE_ENV}={path}: {problem}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.problem))
+
+
 @functools.lru_cache(maxsize=4)
 def _file_overrides(path: str) -> dict[str, dict[str, Any]]:
+    """The validated entries of the price file at *path* (cached per path; errors are not)."""
     origin = f"{PRICES_FILE_ENV}={path}"
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"{origin}: cannot read price file: {exc}") from None
+        raise PricesFileError(path, f"cannot read price file: {exc}") from None
     try:
-        if path.endswith(".toml"):
+        if path.lower().endswith(".toml"):
             raw = tomllib.loads(data.decode())
         else:
             raw = json.loads(data, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{origin}: cannot parse price file: {exc}") from None
+        raise PricesFileError(path, f"cannot parse price file: {exc}") from None
     if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"{origin}: the file must hold a mapping of model → prices")
-    return {
-        parse_model(model).key: _validate_entry(model, entry, origin)
-        for model, entry in raw.items()
-    }
+        raise PricesFileError(path, "the file must hold a mapping of model → prices")
+    try:
+        return {
+            parse_model(model).key: _validate_entry(model, entry, origin)
+            for model, entry in raw.items()
+        }
+    except ConfigurationError as exc:
+        problem = str(exc).removeprefix(f"{origin}: ")
+        raise PricesFileError(path, problem) from None
 
 
 def _from_override(
@@ -494,6 +521,7 @@ def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
 
     Raises:
         UnknownModelError: no source prices the model at that tier (never a silent fallback).
+        PricesFileError: ``COSTMETER_PRICES_FILE`` names a missing or malformed file.
         ConfigurationError: *model* is not a non-empty string.
     """
     parse_model(model)  # validate before caching

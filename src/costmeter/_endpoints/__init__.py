@@ -102,12 +102,15 @@ class Reserve:
             unless it allows unpriced calls).
         input_tokens: The estimated input tokens, for the event (``None``: not counted).
         complete: Whether the estimator saw the whole input; *reasons* say what it could not.
+        unpriced: Why *cost_usd* is ``None`` when the model itself is priced (e.g. audio asked
+            for and no audio rate published): a budget refuses naming this reason.
     """
 
     cost_usd: Decimal | None
     input_tokens: int | None = None
     complete: bool = True
     reasons: tuple[str, ...] = field(default=())
+    unpriced: str | None = None
 
 
 class Endpoint:

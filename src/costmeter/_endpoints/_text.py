@@ -10,8 +10,8 @@ publishes none for that tier.
 from __future__ import annotations
 
 from costmeter._endpoints import Endpoint, Request, Reserve
-from costmeter._errors import CostmeterError, UnknownModelError
-from costmeter._pricing import ModelPrice, normalize_tier, price_of
+from costmeter._errors import CostmeterError, PricingError, UnknownModelError
+from costmeter._pricing import ModelPrice, PricesFileError, normalize_tier, price_of
 
 __all__ = ["TextEndpoint", "requested_price"]
 
@@ -31,6 +31,8 @@ def requested_price(request: Request, tier: str | None) -> ModelPrice | None:
                     return price_of(model)
                 except UnknownModelError:
                     pass
+        except PricesFileError:
+            raise  # a broken price file is the caller's to fix, not an unknown model
         except CostmeterError:
             return None
     return None
@@ -51,7 +53,15 @@ class TextEndpoint(Endpoint):
             tokens, complete = request.exact_input_tokens, True
         else:
             tokens, complete, reasons = count_request_input(self.api, request.body, model)
-        cost = reserve_usd(
-            self.api, request.body, model, tokens, lambda tier: requested_price(request, tier)
-        )
+        try:
+            cost = reserve_usd(
+                self.api,
+                request.body,
+                model,
+                tokens,
+                lambda tier: requested_price(request, tier),
+                exact_input=request.exact_input_tokens is not None,
+            )
+        except PricingError as exc:  # e.g. audio asked for, and no audio rate published
+            return Reserve(None, tokens, False, (*reasons, "unpriced"), unpriced=str(exc))
         return Reserve(cost, tokens, complete, reasons)
