@@ -44,16 +44,16 @@ VARIATION = ImageVariationEndpoint()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeOpenAI]:
+    """One loopback server for the module, checked clean after every test."""
     with FakeOpenAI() as fake:
         yield fake
 
 
 @pytest.fixture(autouse=True)
-def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
+def _clean(server: FakeOpenAI) -> Iterator[None]:
     server.reset()
     yield
-    assert [] == server.errors
-    assert 0 == server.pending_faults
+    assert ([], 0) == (server.errors, server.pending_faults)
 
 
 def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
@@ -62,14 +62,16 @@ def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
 
 @pytest.fixture
 def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    with costmeter.OpenAI(**_kwargs(server)) as metered:
-        yield metered
+    metered = costmeter.OpenAI(**_kwargs(server))
+    yield metered
+    metered.close()
 
 
 @pytest.fixture
 async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    async with costmeter.AsyncOpenAI(**_kwargs(server)) as metered:
-        yield metered
+    metered = costmeter.AsyncOpenAI(**_kwargs(server))
+    yield metered
+    await metered.close()
 
 
 def _request(api: str, body: dict[str, Any], *, files: int = 0, stream: bool = False) -> Request:
