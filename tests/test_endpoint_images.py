@@ -147,6 +147,9 @@ class TestEstimate:
             _request("images.generate", {**body, "partial_images": 3}, stream=True)
         )
         assert (8 * Decimal(5) + (272 + 300) * Decimal(40)) / M == streamed.cost_usd
+        # a stream without partial_images still reserves one partial image's 100 tokens
+        bare = GENERATE.estimate(_request("images.generate", body, stream=True))
+        assert (8 * Decimal(5) + (272 + 100) * Decimal(40)) / M == bare.cost_usd
 
     def test_gpt_image_2_text_output_allowance(self) -> None:
         """gpt-image-2 thinks in text: 1,024 text tokens per image are allowed, at $30 like its
@@ -211,6 +214,26 @@ class TestPrice:
         cost = GENERATE.price("gpt-image-1", usage, _request("images.generate", {}), None)
         assert (8 * Decimal(5) + 388 * Decimal(10) + 1056 * Decimal(40)) / M == cost.total_usd
         assert cost.total_usd == cost.input_usd + cost.cached_input_usd + cost.output_usd
+
+    def test_empty_output_details_mean_all_image(self) -> None:
+        """A streamed completed event with ``output_tokens_details: {}`` (seen in the wild):
+        the 372 output tokens are image tokens, at gpt-image-1.5's $32, not its $10 text."""
+        seen = Observation()
+        GENERATE.observe(
+            seen,
+            {
+                "type": "image_generation.completed",
+                "usage": {
+                    "input_tokens": 9,
+                    "input_tokens_details": {"text_tokens": 9, "image_tokens": 0},
+                    "output_tokens": 372,
+                    "output_tokens_details": {},
+                },
+            },
+        )
+        assert seen.usage is not None
+        cost = GENERATE.price("gpt-image-1.5", seen.usage, _request("images.generate", {}), None)
+        assert (9 * Decimal(5) + 372 * Decimal(32)) / M == cost.total_usd
 
     def test_cached_tokens_text_first(self) -> None:
         """One cached count: taken from text first (the dearer split), rest from images."""

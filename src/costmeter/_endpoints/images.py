@@ -93,7 +93,9 @@ _GPT_IMAGE_2_MAX_EDGE: Final = 3840
 # automatic sizing"); the worst case is the dearest of them.
 _STANDARD_SIZES: Final = ("1024x1024", "1024x1536", "1536x1024")
 # Each streamed partial image adds 100 output image tokens (OpenAI image generation guide,
-# "Streaming": "each partial image costs an additional 100 image output tokens").
+# "Streaming": "each partial image costs an additional 100 image output tokens"). A stream
+# without `partial_images` was seen billing 272 + 100 for one low 1024x1024 image
+# (https://github.com/maximhq/bifrost/issues/4777, 2026-06-29): a stream reserves at least one.
 _PARTIAL_IMAGE_TOKENS: Final = 100
 _DEFAULT_GIF_FRAMES: Final = 9  # SDK `frame_count` docstring: "Defaults to 9 when omitted"
 
@@ -326,8 +328,8 @@ class _ImagesEndpoint(Endpoint):
         )
         if per_image is None:
             return None
-        if request.stream:
-            per_image += _PARTIAL_IMAGE_TOKENS * _int_field(body, "partial_images", 0, 0, 3)
+        if request.stream:  # at least one partial image's worth, even with partial_images=0
+            per_image += _PARTIAL_IMAGE_TOKENS * _int_field(body, "partial_images", 1, 1, 3)
         if _str_field(body, "output_format") == "gif":
             per_image *= _int_field(body, "frame_count", _DEFAULT_GIF_FRAMES, 2, 16)
         if _str_field(body, "output_format") == "svg" or body.get("svg") is not None:
@@ -465,9 +467,12 @@ def _usage_of(usage: Any) -> Usage | None:
     in_details = field_of(usage, "input_tokens_details")
     out_details = field_of(usage, "output_tokens_details")
     output = _count(usage, "output_tokens")
-    # Without details (gpt-image-1), every output token is an image token (SDK: "The number of
-    # image tokens in the output image").
-    image_out = _count(out_details, "image_tokens") if out_details is not None else output
+    # Without a breakdown, every output token is an image token (SDK, gpt-image-1: "The number of
+    # image tokens in the output image"). Streamed completed events may carry an empty
+    # ``output_tokens_details: {}`` (maximhq/bifrost#4777): that is no breakdown either.
+    image_out = field_of(out_details, "image_tokens")
+    if not isinstance(image_out, int) or isinstance(image_out, bool):
+        image_out = output - min(_count(out_details, "text_tokens"), output)
     return Usage(
         input_tokens=_count(usage, "input_tokens"),
         cached_input_tokens=_count(in_details, "cached_tokens"),
