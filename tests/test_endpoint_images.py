@@ -164,10 +164,11 @@ class TestEstimate:
 
     def test_edit_counts_every_input_image_and_n(self) -> None:
         """Multipart fields arrive as strings; each input image (mask too) is bounded by
-        65 + 4 x 129 + 6,144 = 6,725 image tokens and 64 text tokens; inputs bill once per
-        output image. gpt-image-1.5: 1024x1024 medium = 1,056 image + 1,024 text out."""
+        65 + 4 x 129 + 6,144 = 6,725 image tokens at high input fidelity and 64 text tokens;
+        inputs bill once per output image. gpt-image-1.5: 1024x1024 medium = 1,056 image +
+        1,024 text out."""
         body = {"model": "gpt-image-1.5", "prompt": "add a hat", "n": "2"}
-        body |= {"size": "1024x1024", "quality": "medium"}
+        body |= {"size": "1024x1024", "quality": "medium", "input_fidelity": "high"}
         reserve = EDIT.estimate(_request("images.edit", body, files=3))
         text_in = 3 + 6 + 3 * 64
         image_in = 3 * 6725
@@ -176,6 +177,18 @@ class TestEstimate:
             + 2 * (1056 * Decimal(32) + 1024 * Decimal(10))
         ) / M
         assert (expected, text_in + image_in) == (reserve.cost_usd, reserve.input_tokens)
+
+    def test_low_fidelity_inputs_have_no_surcharge(self) -> None:
+        """gpt-image-1 without input_fidelity=high: at most 4 tiles, 65 + 4 x 129 = 581 image
+        tokens per input image; gpt-image-2 has no switch and keeps the 6,725 bound."""
+        body = {"model": "gpt-image-1", "prompt": "add a hat", "size": "1024x1024"}
+        body |= {"quality": "low"}
+        low = EDIT.estimate(_request("images.edit", body, files=2))
+        assert ((3 + 6 + 128) * Decimal(5) + 1162 * Decimal(10) + 272 * Decimal(40)) / M == (
+            low.cost_usd
+        )
+        two = EDIT.estimate(_request("images.edit", {**body, "model": "gpt-image-2"}, files=1))
+        assert 3 + 6 + 64 + 6725 == two.input_tokens
 
     def test_dalle_worst_case(self) -> None:
         """dall-e-3 with size and quality unset: the dearest row (hd 1792x1024, $0.12)."""

@@ -105,12 +105,14 @@ _DEFAULT_GIF_FRAMES: Final = 9  # SDK `frame_count` docstring: "Defaults to 9 wh
 # growing with the image's aspect) (https://community.openai.com/t/.../1382940, 2026-06-25).
 _PROMPT_OVERHEAD: Final = 6
 _EDIT_TEXT_PER_IMAGE: Final = 64
-# Image input per input image (image, mask, markup): OpenAI's guide prices gpt-image-1 inputs as
-# 65 + 129 per 512-px tile with the shortest side scaled to 512 px (at most 4 tiles inside the
-# 2048-px box: 581), plus 4,096 (square) or 6,144 (other) tokens per image at high input
-# fidelity (https://community.openai.com/t/image-generation-high-fidelity-editing/1317649);
-# gpt-image-2 bills at most 1,536 32-px patches per image. The bound is the largest of these.
-_INPUT_IMAGE_BOUND: Final = 65 + 4 * 129 + 6144
+# Image input per input image (image, mask, markup): OpenAI's guide prices gpt-image-1 family
+# inputs as 65 + 129 per 512-px tile with the shortest side scaled to 512 px (at most 4 tiles
+# inside the 2048-px box: 581), plus 4,096 (square) or 6,144 (other) tokens per image when
+# ``input_fidelity="high"`` (https://community.openai.com/t/image-generation-high-fidelity-editing/1317649).
+# gpt-image-2 has no fidelity switch and bills at most 1,536 32-px patches per image
+# (https://community.openai.com/t/.../1382940): the high-fidelity bound covers it.
+_INPUT_IMAGE_TILES_MAX: Final = 65 + 4 * 129
+_INPUT_IMAGE_HIGH_FIDELITY: Final = _INPUT_IMAGE_TILES_MAX + 6144
 # Output text ("thinking") tokens of gpt-image-1.5 and later: no published bound; ~200 observed
 # per image (https://community.openai.com/t/gpt-image-1-5-images-api-returns-text-output-tokens/1369511).
 _OUTPUT_TEXT_ALLOWANCE: Final = 1024
@@ -338,7 +340,10 @@ class _ImagesEndpoint(Endpoint):
         text = count_tokens(prompt, model=model) if isinstance(prompt, str) else 0
         images = _input_images(request)
         text += _PROMPT_OVERHEAD + _EDIT_TEXT_PER_IMAGE * images
-        image_in = _INPUT_IMAGE_BOUND * images
+        low_fidelity = (
+            _family(model) == "gpt-image-1" and _str_field(body, "input_fidelity") != "high"
+        )
+        image_in = images * (_INPUT_IMAGE_TILES_MAX if low_fidelity else _INPUT_IMAGE_HIGH_FIDELITY)
         name = _DATE.sub("", model.lower().rsplit("/", 1)[-1])
         text_out = 0 if name in _NO_TEXT_OUTPUT else _OUTPUT_TEXT_ALLOWANCE
         usage = Usage(
