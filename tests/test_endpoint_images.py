@@ -483,6 +483,7 @@ class TestEdit:
         assert Decimal("0.036") == money(event["cost_usd"])
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks variations
 class TestVariation:
     def test_sync(self, client: costmeter.OpenAI) -> None:
         with capture_logs() as logs:
