@@ -23,7 +23,7 @@ from typing import Any
 
 from costmeter._meter import Call, current_call, report_internal_error, strict
 
-__all__ = ["is_response", "metered_stream_cls", "tap"]
+__all__ = ["is_response", "metered_stream_cls", "observe_read_body", "tap"]
 
 _HTTP_LIBRARIES = ("httpx2", "httpx")
 
@@ -38,6 +38,13 @@ def is_response(obj: Any) -> bool:
     """Whether *obj* is an ``httpx2.Response`` or an ``httpx.Response``."""
     library = _library_of(obj)
     return library is not None and isinstance(obj, library.Response)
+
+
+def _watch(stream: Any) -> None:
+    """Find the stream's call in the context the SDK builds it in, and tap its body."""
+    stream._costmeter_call = call = current_call()
+    if call is not None:
+        tap(stream.response, call, parse=False)
 
 
 @functools.cache
@@ -56,9 +63,7 @@ def metered_stream_cls(base: Any) -> Any:
         class _AsyncMetered(base):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
-                self._costmeter_call = current_call()
-                if self._costmeter_call is not None:
-                    tap(self.response, self._costmeter_call, parse=False)
+                _watch(self)
 
             async def __stream__(self) -> AsyncIterator[Any]:
                 call: Call | None = self._costmeter_call
@@ -85,9 +90,7 @@ def metered_stream_cls(base: Any) -> Any:
     class _Metered(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._costmeter_call = current_call()
-            if self._costmeter_call is not None:
-                tap(self.response, self._costmeter_call, parse=False)
+            _watch(self)
 
         def __stream__(self) -> Iterator[Any]:
             call: Call | None = self._costmeter_call
@@ -116,11 +119,12 @@ class _Reader:
 
     __slots__ = ("body", "call", "decoder", "sse")
 
-    def __init__(self, call: Call, library: Any, headers: Any) -> None:
+    def __init__(self, call: Call, library: Any, headers: Any, *, decoded: bool = False) -> None:
         from openai._streaming import SSEDecoder  # noqa: PLC0415
 
         self.call = call
-        self.decoder = _content_decoder(library, headers.get("content-encoding", ""))
+        encoding = "" if decoded else headers.get("content-encoding", "")
+        self.decoder = _content_decoder(library, encoding)
         self.sse: Any = None
         self.body: list[bytes] | None = None
         if "text/event-stream" in headers.get("content-type", ""):
@@ -129,8 +133,7 @@ class _Reader:
             self.body = []
 
     def feed(self, chunk: bytes) -> None:
-        data = self.decoder.decode(chunk) if self.decoder is not None else chunk
-        self._take(data)
+        self._take(chunk if self.decoder is None else _joined(self.decoder.decode(chunk)))
 
     def _take(self, data: bytes) -> None:
         if self.body is not None:
@@ -147,7 +150,7 @@ class _Reader:
 
     def close(self) -> None:
         if self.decoder is not None:
-            self._take(self.decoder.flush())
+            self._take(_joined(self.decoder.flush()))
         if self.body is not None:
             self._observe(b"".join(self.body))
         elif self.sse is not None:
@@ -161,6 +164,11 @@ class _Reader:
         except ValueError:
             return  # not JSON (a malformed or binary body): nothing to bill from it
         self.call.observe(parsed)
+
+
+def _joined(decoded: Any) -> bytes:
+    """httpx 0.x decoders return bytes; httpx2's yield them."""
+    return decoded if isinstance(decoded, bytes) else b"".join(decoded)
 
 
 def _content_decoder(library: Any, encoding: str) -> Any:
@@ -237,6 +245,13 @@ def _closed(call: Call, reader: _Reader | None) -> None:
             reader.close()
     finally:
         call.body_closed()
+
+
+def observe_read_body(response: Any, call: Call) -> None:
+    """Observe a body the SDK already read (decoded): JSON, or SSE events (speech streams)."""
+    reader = _Reader(call, _library_of(response), response.headers, decoded=True)
+    reader.feed(response.content)
+    reader.close()
 
 
 def tap(response: Any, call: Call, *, parse: bool) -> None:

@@ -172,6 +172,7 @@ _MODULES: tuple[str, ...] = (
     "costmeter._endpoints.chat",
     "costmeter._endpoints.embeddings",
     "costmeter._endpoints.images",
+    "costmeter._endpoints.audio",
 )
 
 #: Requests that bill money but no endpoint module prices yet: (method, path regex) -> api.
