@@ -174,6 +174,7 @@ _MODULES: tuple[str, ...] = (
     "costmeter._endpoints.responses",
     "costmeter._endpoints.chat",
     "costmeter._endpoints.embeddings",
+    "costmeter._endpoints.images",
     "costmeter._endpoints.audio",
 )
 
