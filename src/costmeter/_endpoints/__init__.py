@@ -171,6 +171,8 @@ _MODULES: tuple[str, ...] = (
     "costmeter._endpoints.responses",
     "costmeter._endpoints.chat",
     "costmeter._endpoints.embeddings",
+    "costmeter._endpoints.completions",
+    "costmeter._endpoints.batches",
 )
 
 #: Requests that bill money but no endpoint module prices yet: (method, path regex) -> api.

@@ -19,6 +19,9 @@ from costmeter.testing._fake import (
     sse,
 )
 
+# Endpoint modules: importing them registers their routes.
+from costmeter.testing import _batches, _completions  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "MODEL_SNAPSHOTS",
     "OMIT",
