@@ -56,9 +56,7 @@ class TestWorstCase:
         assert reserve.cost_usd == (2 + 4 * 5) * Decimal("0.4") / MILLION
 
     def test_token_prompts(self) -> None:
-        one = ENDPOINT.estimate(
-            _request(model="babbage-002", prompt=[1, 2, 3], max_tokens=0)
-        )
+        one = ENDPOINT.estimate(_request(model="babbage-002", prompt=[1, 2, 3], max_tokens=0))
         many = ENDPOINT.estimate(
             _request(model="babbage-002", prompt=[[1, 2, 3], [4, 5]], max_tokens=1)
         )
@@ -127,9 +125,7 @@ class TestObserve:
         assert seen.status == "incomplete"
 
     def test_fallback_counts_streamed_text_without_the_echo(self) -> None:
-        request = _request(
-            stream=True, model="davinci-002", prompt="Say this is a test", echo=True
-        )
+        request = _request(stream=True, model="davinci-002", prompt="Say this is a test", echo=True)
         seen = Observation()
         for text in ("Say this is a test", " The quick", " brown fox"):
             ENDPOINT.observe(seen, _chunk(text))

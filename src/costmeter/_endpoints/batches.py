@@ -329,26 +329,26 @@ def _file_bytes(obj: Any) -> bytes | None:
         return obj.encode()
     try:
         content = field_of(obj, "content")
-    except Exception:  # a streamed body not read yet: nothing to take  # noqa: BLE001
+    except Exception:  # a streamed body not read yet: nothing to take
         return None
     return content if isinstance(content, bytes) else None
 
 
 def _sum(usages: Iterable[Usage]) -> Usage:
-    fields = (
-        "input_tokens",
-        "cached_input_tokens",
-        "cache_write_input_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "audio_input_tokens",
-        "audio_output_tokens",
-    )
-    totals = dict.fromkeys(fields, 0)
+    """The token counts of several lines' usage added up (each line is billed)."""
+    total = Usage()
     for usage in usages:
-        for name in fields:
-            totals[name] += getattr(usage, name)
-    return Usage(**totals)
+        total = Usage(
+            input_tokens=total.input_tokens + usage.input_tokens,
+            cached_input_tokens=total.cached_input_tokens + usage.cached_input_tokens,
+            cache_write_input_tokens=total.cache_write_input_tokens
+            + usage.cache_write_input_tokens,
+            output_tokens=total.output_tokens + usage.output_tokens,
+            reasoning_tokens=total.reasoning_tokens + usage.reasoning_tokens,
+            audio_input_tokens=total.audio_input_tokens + usage.audio_input_tokens,
+            audio_output_tokens=total.audio_output_tokens + usage.audio_output_tokens,
+        )
+    return total
 
 
 def output_file_usage(content: bytes) -> tuple[Usage, str | None]:

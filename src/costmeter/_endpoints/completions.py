@@ -146,10 +146,7 @@ class CompletionsEndpoint(Endpoint):
         from costmeter._estimate import output_tokens_of  # noqa: PLC0415  (tokenizer: lazy)
 
         model = seen.response_model or request.model or ""
-        if request.stream:
-            texts = seen.deltas
-        else:
-            texts = [seen.final_text() or ""]
+        texts = seen.deltas if request.stream else [seen.final_text() or ""]
         output = output_tokens_of(texts, model) if any(texts) else 0
         if output and request.body.get("echo") is True:
             choices = _positive(request.body.get("n"), 1)

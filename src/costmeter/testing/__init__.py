@@ -20,7 +20,7 @@ from costmeter.testing._fake import (
 )
 
 # Endpoint modules: importing them registers their routes.
-from costmeter.testing import _batches, _completions  # noqa: E402, F401  isort: skip
+from costmeter.testing import _batches, _completions  # noqa: F401  isort: skip
 
 __all__ = [
     "MODEL_SNAPSHOTS",

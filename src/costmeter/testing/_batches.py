@@ -246,7 +246,7 @@ def _create(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
     store = _files(fake)
     with store.lock:
         found = store.files.get(file_id) if isinstance(file_id, str) else None
-    if found is None or found[0]["purpose"] != "batch":
+    if not isinstance(file_id, str) or found is None or found[0]["purpose"] != "batch":
         h.send_json(400, _error_body(400, f"Invalid 'input_file_id': {file_id!r}."))
         return
     omit = frozenset(
