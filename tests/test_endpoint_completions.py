@@ -9,12 +9,15 @@ tokens; davinci-002 $2 / $2; babbage-002 $0.40 / $0.40.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
+from structlog.testing import capture_logs
 
+import costmeter
 from costmeter._endpoints import Request
 from costmeter._endpoints.completions import CompletionsEndpoint
 from costmeter._observe import Observation
@@ -22,6 +25,147 @@ from costmeter.testing import FakeOpenAI
 
 ENDPOINT = CompletionsEndpoint()
 MILLION = Decimal(1_000_000)
+INSTRUCT_IN, INSTRUCT_OUT = Decimal("1.5"), Decimal(2)  # gpt-3.5-turbo-instruct, $ per 1M
+DAVINCI = Decimal(2)  # davinci-002, in and out
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server: FakeOpenAI) -> Iterator[None]:
+    server.reset()
+    yield
+    assert server.errors == []
+
+
+def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
+    return {"api_key": "test", "base_url": server.base_url, "max_retries": 0}
+
+
+@pytest.fixture
+def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
+    with costmeter.OpenAI(**_kwargs(server)) as metered:
+        yield metered
+
+
+@pytest.fixture
+async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
+    async with costmeter.AsyncOpenAI(**_kwargs(server)) as metered:
+        yield metered
+
+
+def calls(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "costmeter.call"]
+
+
+def money(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+# Fake usage (costmeter.testing._completions): a prompt counts len // 4 + 1 tokens, each candidate
+# 20 output tokens cut at max_tokens. "Say this is a test" -> 5 (5 real cl100k tokens too),
+# "Hi" -> 1 (1 real token): the estimate sees the same input as the bill.
+PLAIN = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test", "max_tokens": 7}
+PLAIN_COST = (5 * INSTRUCT_IN + 7 * INSTRUCT_OUT) / MILLION  # $0.0000215
+
+
+class TestMetered:
+    def test_plain(self, client: costmeter.OpenAI) -> None:
+        with capture_logs() as logs:
+            response = client.completions.create(**PLAIN)
+        assert response.choices[0].text
+        [event] = calls(logs)
+        assert event["api"] == "completions"
+        assert (event["input_tokens"], event["output_tokens"]) == (5, 7)
+        assert money(event["cost_usd"]) == PLAIN_COST
+        assert money(event["estimated_cost_usd"]) == PLAIN_COST  # 5 input + max_tokens 7
+        assert event["outcome"] == "incomplete"  # cut at max_tokens: finish_reason "length"
+
+    def test_n_and_best_of(self, client: costmeter.OpenAI) -> None:
+        with capture_logs() as logs:
+            response = client.completions.create(
+                model="gpt-3.5-turbo-instruct",
+                prompt=["Say this is a test", "Hi"],
+                max_tokens=10,
+                n=2,
+                best_of=3,
+            )
+        assert len(response.choices) == 4  # n per prompt
+        [event] = calls(logs)
+        # 6 input tokens; output 10 x 3 candidates (all billed) x 2 prompts = 60
+        expected = (6 * INSTRUCT_IN + 60 * INSTRUCT_OUT) / MILLION
+        assert (event["input_tokens"], event["output_tokens"]) == (6, 60)
+        assert money(event["cost_usd"]) == expected
+        assert money(event["estimated_cost_usd"]) >= expected
+
+    def test_stream_with_usage_chunk(self, client: costmeter.OpenAI) -> None:
+        with capture_logs() as logs:
+            stream = client.completions.create(
+                model="davinci-002",
+                prompt="Say this is a test",
+                max_tokens=3,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            text = "".join(c.choices[0].text for c in stream if c.choices)
+        assert text == "The quick brown"
+        [event] = calls(logs)
+        assert event["stream"] is True
+        assert event["usage_source"] == "reported"
+        assert money(event["cost_usd"]) == (5 + 3) * DAVINCI / MILLION
+
+    def test_stream_without_usage_counts_the_text(self, client: costmeter.OpenAI) -> None:
+        with capture_logs() as logs:
+            for _ in client.completions.create(
+                model="davinci-002", prompt="Say this is a test", max_tokens=3, stream=True
+            ):
+                pass
+        [event] = calls(logs)
+        if event["usage_source"] == "estimated":  # the client did not add include_usage
+            # "The quick brown" is 3 cl100k tokens; input as estimated: 5
+            assert (event["input_tokens"], event["output_tokens"]) == (5, 3)
+        assert money(event["cost_usd"]) == (5 + 3) * DAVINCI / MILLION
+
+    def test_with_raw_response(self, client: costmeter.OpenAI) -> None:
+        with capture_logs() as logs:
+            raw = client.completions.with_raw_response.create(**PLAIN)
+            assert raw.parse().usage is not None
+        [event] = calls(logs)
+        assert money(event["cost_usd"]) == PLAIN_COST
+
+    async def test_async(self, aclient: costmeter.AsyncOpenAI) -> None:
+        with capture_logs() as logs:
+            await aclient.completions.create(**PLAIN)
+            stream = await aclient.completions.create(
+                **PLAIN, stream=True, stream_options={"include_usage": True}
+            )
+            async for _ in stream:
+                pass
+        assert [money(e["cost_usd"]) for e in calls(logs)] == [PLAIN_COST, PLAIN_COST]
+
+
+class TestBudget:
+    def test_reserves_the_worst_case(self, client: costmeter.OpenAI) -> None:
+        with costmeter.budget("0.001") as budget:
+            client.completions.create(**PLAIN)
+        assert budget.spent_usd == PLAIN_COST
+
+    def test_too_small_refuses_before_sending(
+        self, client: costmeter.OpenAI, server: FakeOpenAI
+    ) -> None:
+        with costmeter.budget(PLAIN_COST / 2), pytest.raises(costmeter.BudgetExceededError):
+            client.completions.create(**PLAIN)
+        assert not any(r.path == "/v1/completions" for r in server.requests)
+
+    async def test_async_refusal(self, aclient: costmeter.AsyncOpenAI, server: FakeOpenAI) -> None:
+        # best_of 5 multiplies the bound: 5 + 7 x 5 tokens no longer fit a one-call budget
+        with costmeter.budget(PLAIN_COST * 2), pytest.raises(costmeter.BudgetExceededError):
+            await aclient.completions.create(**PLAIN, best_of=5)
+        assert not any(r.path == "/v1/completions" for r in server.requests)
 
 
 def _request(stream: bool = False, **body: Any) -> Request:
@@ -96,7 +240,7 @@ class TestWorstCase:
 
 class TestObserve:
     def test_plain_response(self, server: FakeOpenAI) -> None:
-        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        client = openai.OpenAI(**_kwargs(server))
         response = client.completions.create(
             model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7
         )
@@ -109,7 +253,7 @@ class TestObserve:
         assert seen.response_model == "gpt-3.5-turbo-instruct"
 
     def test_stream_text_and_usage_chunk(self, server: FakeOpenAI) -> None:
-        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        client = openai.OpenAI(**_kwargs(server))
         seen = Observation()
         for chunk in client.completions.create(
             model="davinci-002",
@@ -160,9 +304,3 @@ def _chunk(text: str) -> dict[str, Any]:
         "model": "davinci-002",
         "choices": [{"index": 0, "text": text, "finish_reason": None}],
     }
-
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    with FakeOpenAI() as fake:
-        yield fake
