@@ -15,12 +15,13 @@ Fake server numbers (see `costmeter.testing._batches`): a chat line's input toke
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
+from openai.types import Batch
 from structlog.testing import capture_logs
 
 import costmeter
@@ -36,6 +37,17 @@ from costmeter._endpoints.batches import (
 from costmeter._observe import Observation
 from costmeter._usage import Usage
 from costmeter.testing import FakeOpenAI
+
+from . import endpoint_fixtures
+from .endpoint_fixtures import client_kwargs
+from .helpers import calls, money
+
+server, client, aclient = (
+    endpoint_fixtures.server,
+    endpoint_fixtures.client,
+    endpoint_fixtures.aclient,
+)
+_fresh_server = endpoint_fixtures._fresh_server
 
 MILLION = Decimal(1_000_000)
 # gpt-4o-mini at Batch rates: half of the standard $0.15 / $0.60.
@@ -87,23 +99,8 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
     return "\n".join(json.dumps(line) for line in lines).encode() + b"\n"
 
 
-def calls(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in logs if e["event"] == "costmeter.call"]
-
-
-def money(value: Any) -> Decimal:
-    return Decimal(str(value))
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(background_polls=1) as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
-def _fresh(server: FakeOpenAI) -> Iterator[None]:
-    server.reset()
+def _fresh_memos() -> Iterator[None]:
     clear_memos()
     costmeter.register_prices(
         {
@@ -115,23 +112,15 @@ def _fresh(server: FakeOpenAI) -> Iterator[None]:
         }
     )
     yield
-    assert server.errors == []
+    clear_memos()
 
 
-def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
-    return {"api_key": "test", "base_url": server.base_url, "max_retries": 0}
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    with costmeter.OpenAI(**_kwargs(server)) as metered:
-        yield metered
-
-
-@pytest.fixture
-async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    async with costmeter.AsyncOpenAI(**_kwargs(server)) as metered:
-        yield metered
+def _submit(client: costmeter.OpenAI, lines: list[dict[str, Any]], **extra: Any) -> Batch:
+    """Upload *lines* as a batch input file and create the batch, through *client*."""
+    upload = client.files.create(file=("in.jsonl", _jsonl(lines)), purpose="batch")
+    return client.batches.create(
+        input_file_id=upload.id, endpoint=lines[0]["url"], completion_window="24h", **extra
+    )
 
 
 def _posted_batches(server: FakeOpenAI) -> int:
@@ -162,11 +151,8 @@ class TestLifecycle:
     def test_second_client_in_the_process_bills_it_once(
         self, client: costmeter.OpenAI, server: FakeOpenAI
     ) -> None:
-        upload = client.files.create(file=("in.jsonl", _jsonl(CHAT_LINES)), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-        with capture_logs() as logs, costmeter.OpenAI(**_kwargs(server)) as other:
+        batch = _submit(client, CHAT_LINES)
+        with capture_logs() as logs, costmeter.OpenAI(**client_kwargs(server)) as other:
             other.batches.retrieve(batch.id)
             other.batches.retrieve(batch.id)  # completed: billed here, for the creating call
             client.batches.retrieve(batch.id)
@@ -203,11 +189,8 @@ class TestLifecycle:
         assert money(event["estimated_cost_usd"]) >= CHAT_COST
 
     def test_cancelled_before_running_costs_nothing(self, client: costmeter.OpenAI) -> None:
-        upload = client.files.create(file=("in.jsonl", _jsonl(CHAT_LINES)), purpose="batch")
         with capture_logs() as logs, costmeter.budget(1) as budget:
-            batch = client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
+            batch = _submit(client, CHAT_LINES)  # the upload reserves nothing
             assert budget.spent_usd + budget.remaining_usd < 1  # the worst case is held
             assert client.batches.cancel(batch.id).status == "cancelled"
             assert budget.remaining_usd == 1  # released: nothing ran
@@ -216,14 +199,8 @@ class TestLifecycle:
         assert event["outcome"] == "cancelled"
 
     def test_model_from_the_input_lines(self, client: costmeter.OpenAI) -> None:
-        upload = client.files.create(file=("in.jsonl", _jsonl(CHAT_LINES)), purpose="batch")
         with capture_logs() as logs:
-            batch = client.batches.create(
-                input_file_id=upload.id,
-                endpoint="/v1/chat/completions",
-                completion_window="24h",
-                extra_headers={"x-fake-batch-omit": "model"},
-            )
+            batch = _submit(client, CHAT_LINES, extra_headers={"x-fake-batch-omit": "model"})
             client.batches.retrieve(batch.id)
             client.batches.retrieve(batch.id)
         [event] = calls(logs)
@@ -235,14 +212,8 @@ class TestOutputFile:
     def test_batch_without_usage_is_billed_from_its_output_file(
         self, client: costmeter.OpenAI
     ) -> None:
-        upload = client.files.create(file=("in.jsonl", _jsonl(CHAT_LINES)), purpose="batch")
         with capture_logs() as logs:
-            batch = client.batches.create(
-                input_file_id=upload.id,
-                endpoint="/v1/chat/completions",
-                completion_window="24h",
-                extra_headers={"x-fake-batch-omit": "usage"},
-            )
+            batch = _submit(client, CHAT_LINES, extra_headers={"x-fake-batch-omit": "usage"})
             client.batches.retrieve(batch.id)
             done = client.batches.retrieve(batch.id)
             assert done.status == "completed"
@@ -268,11 +239,8 @@ class TestReservation:
     def test_worst_case_of_the_uploaded_lines_at_batch_rates(
         self, client: costmeter.OpenAI
     ) -> None:
-        upload = client.files.create(file=("in.jsonl", _jsonl(COMPLETION_LINES)), purpose="batch")
         with capture_logs() as logs, costmeter.budget("0.01") as budget:
-            batch = client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/completions", completion_window="24h"
-            )
+            batch = _submit(client, COMPLETION_LINES)
             assert budget.remaining_usd == Decimal("0.01") - COMPLETION_RESERVE
             client.batches.retrieve(batch.id)
             client.batches.retrieve(batch.id)
@@ -285,11 +253,8 @@ class TestReservation:
     def test_too_small_budget_refuses_before_sending(
         self, client: costmeter.OpenAI, server: FakeOpenAI
     ) -> None:
-        upload = client.files.create(file=("in.jsonl", _jsonl(COMPLETION_LINES)), purpose="batch")
         with costmeter.budget(COMPLETION_RESERVE / 2), pytest.raises(costmeter.BudgetExceededError):
-            client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/completions", completion_window="24h"
-            )
+            _submit(client, COMPLETION_LINES)
         assert _posted_batches(server) == 0
 
     async def test_async_refusal(self, aclient: costmeter.AsyncOpenAI, server: FakeOpenAI) -> None:
@@ -305,7 +270,7 @@ class TestReservation:
     def test_file_uploaded_elsewhere_has_no_worst_case(
         self, client: costmeter.OpenAI, server: FakeOpenAI
     ) -> None:
-        bare = openai.OpenAI(**_kwargs(server))
+        bare = openai.OpenAI(**client_kwargs(server))
         upload = bare.files.create(file=("in.jsonl", _jsonl(CHAT_LINES)), purpose="batch")
         with costmeter.budget(1), pytest.raises(costmeter.CostmeterError):
             client.batches.create(

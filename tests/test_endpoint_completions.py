@@ -9,7 +9,6 @@ tokens; davinci-002 $2 / $2; babbage-002 $0.40 / $0.40.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -23,47 +22,21 @@ from costmeter._endpoints.completions import CompletionsEndpoint
 from costmeter._observe import Observation
 from costmeter.testing import FakeOpenAI
 
+from . import endpoint_fixtures
+from .endpoint_fixtures import client_kwargs
+from .helpers import calls, money
+
+server, client, aclient = (
+    endpoint_fixtures.server,
+    endpoint_fixtures.client,
+    endpoint_fixtures.aclient,
+)
+_fresh_server = endpoint_fixtures._fresh_server
+
 ENDPOINT = CompletionsEndpoint()
 MILLION = Decimal(1_000_000)
 INSTRUCT_IN, INSTRUCT_OUT = Decimal("1.5"), Decimal(2)  # gpt-3.5-turbo-instruct, $ per 1M
 DAVINCI = Decimal(2)  # davinci-002, in and out
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeOpenAI) -> Iterator[None]:
-    server.reset()
-    yield
-    assert server.errors == []
-
-
-def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
-    return {"api_key": "test", "base_url": server.base_url, "max_retries": 0}
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    with costmeter.OpenAI(**_kwargs(server)) as metered:
-        yield metered
-
-
-@pytest.fixture
-async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    async with costmeter.AsyncOpenAI(**_kwargs(server)) as metered:
-        yield metered
-
-
-def calls(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in logs if e["event"] == "costmeter.call"]
-
-
-def money(value: Any) -> Decimal:
-    return Decimal(str(value))
 
 
 # Fake usage (costmeter.testing._completions): a prompt counts len // 4 + 1 tokens, each candidate
@@ -240,7 +213,7 @@ class TestWorstCase:
 
 class TestObserve:
     def test_plain_response(self, server: FakeOpenAI) -> None:
-        client = openai.OpenAI(**_kwargs(server))
+        client = openai.OpenAI(**client_kwargs(server))
         response = client.completions.create(
             model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7
         )
@@ -253,7 +226,7 @@ class TestObserve:
         assert seen.response_model == "gpt-3.5-turbo-instruct"
 
     def test_stream_text_and_usage_chunk(self, server: FakeOpenAI) -> None:
-        client = openai.OpenAI(**_kwargs(server))
+        client = openai.OpenAI(**client_kwargs(server))
         seen = Observation()
         for chunk in client.completions.create(
             model="davinci-002",

@@ -110,15 +110,20 @@ def _upload(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
     h.send_json(200, obj)
 
 
-def _content(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    file_id = call.path.split("/")[3]
-    store = _files(fake)
+def _stored(h: _Handler, table: Mapping[str, Any], key: str, kind: str, store: _Files) -> Any:
+    """The stored object, or ``None`` after answering 404 like the API."""
     with store.lock:
-        found = store.files.get(file_id)
+        found = table.get(key)
     if found is None:
-        h.send_json(404, _error_body(404, f"No such File object: {file_id}"))
-        return
-    h.send_raw(200, found[1], "application/octet-stream")
+        h.send_json(404, _error_body(404, f"No such {kind} object: {key}"))
+    return found
+
+
+def _content(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+    store = _files(fake)
+    found = _stored(h, store.files, call.path.split("/")[3], "File", store)
+    if found is not None:
+        h.send_raw(200, found[1], "application/octet-stream")
 
 
 def batch_line_usage(
@@ -269,10 +274,8 @@ def _by_id(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
     parts = call.path.split("/")
     batch_id, cancel = parts[3], len(parts) > 4
     store = _files(fake)
-    with store.lock:
-        batch = store.batches.get(batch_id)
+    batch = _stored(h, store.batches, batch_id, "Batch", store)
     if batch is None:
-        h.send_json(404, _error_body(404, f"No such Batch object: {batch_id}"))
         return
     with store.lock:  # re-entrant: `_run` stores the output file under it too
         if cancel:
