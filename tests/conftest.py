@@ -96,7 +96,7 @@ def _install_recorders() -> None:
     def recording_init(self: Any, route: Any, body: Any, *args: Any, **kwargs: Any) -> None:
         call_init(self, route, body, *args, **kwargs)
         for key in ("input", "instructions", "messages"):
-            PROMPTS.update(s[:40] for s in _strings(self.body.get(key)) if len(s) >= 12)
+            PROMPTS.update(s[:40] for s in _strings(self.request.body.get(key)) if len(s) >= 12)
 
     costmeter._meter.Call.__init__ = recording_init  # type: ignore[method-assign]
     for cls in (openai.OpenAI, openai.AsyncOpenAI):

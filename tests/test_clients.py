@@ -292,7 +292,7 @@ class TestErrors:
         def boom(*args: object, **kwargs: object) -> None:
             raise RuntimeError("pricing exploded")
 
-        monkeypatch.setattr("costmeter._meter.cost_of", boom)
+        monkeypatch.setattr("costmeter._endpoints.cost_of", boom)
 
         with capture_logs() as logs:
             result = client.responses.create(model="gpt-5-mini", input="hi")

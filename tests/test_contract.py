@@ -33,7 +33,7 @@ from structlog.testing import capture_logs
 
 import costmeter
 import costmeter._clients
-from costmeter import _shell
+from costmeter import _flow
 
 
 def _broken(what: str, used_by: str) -> str:
@@ -92,7 +92,7 @@ def test_public_clients_inherit_request() -> None:
     for cls in (openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI):
         own = [klass.__name__ for klass in cls.__mro__ if "request" in vars(klass)]
         base = "AsyncAPIClient" if "Async" in cls.__name__ else "SyncAPIClient"
-        assert [base] == own, _broken(f"which classes define {cls.__name__}.request", "_shell")
+        assert [base] == own, _broken(f"which classes define {cls.__name__}.request", "_flow")
 
 
 def test_final_request_options_fields() -> None:
@@ -101,21 +101,21 @@ def test_final_request_options_fields() -> None:
     needed = {"method", "url", "json_data", "params", "headers"}
 
     assert needed <= fields, _broken(
-        f"FinalRequestOptions fields (missing {sorted(needed - fields)})", "_shell._start"
+        f"FinalRequestOptions fields (missing {sorted(needed - fields)})", "_flow._start"
     )
-    options = sdk_models.FinalRequestOptions.construct(  # what _shell._count_options builds
+    options = sdk_models.FinalRequestOptions.construct(  # what _flow._count_options builds
         method="post", url="/chat/completions", json_data={"model": "m"}
     )
     copied = options.model_copy(update={"json_data": {"model": "m", "stream_options": {}}})
     assert {"model": "m", "stream_options": {}} == copied.json_data, _broken(
-        "FinalRequestOptions.model_copy(update=...)", "_shell._start (include_stream_usage)"
+        "FinalRequestOptions.model_copy(update=...)", "_flow._start (include_stream_usage)"
     )
 
 
 def test_raw_response_header() -> None:
     """with_raw_response / with_streaming_response are recognised by this header."""
-    assert "X-Stainless-Raw-Response" == constants.RAW_RESPONSE_HEADER == _shell._RAW_HEADER, (
-        _broken("the raw-response header name", "_shell._RAW_HEADER")
+    assert "X-Stainless-Raw-Response" == constants.RAW_RESPONSE_HEADER == _flow._RAW_HEADER, (
+        _broken("the raw-response header name", "_flow._RAW_HEADER")
     )
 
 
@@ -129,11 +129,11 @@ def test_raw_responses_expose_http_response() -> None:
 
     assert isinstance(legacy, legacy_response.LegacyAPIResponse)
     assert isinstance(legacy.http_response, httpx2.Response), _broken(
-        "LegacyAPIResponse.http_response", "_shell._after"
+        "LegacyAPIResponse.http_response", "_flow._after"
     )
     assert isinstance(api, sdk_response.APIResponse)
     assert isinstance(streamed_http, httpx2.Response), _broken(
-        "APIResponse.http_response", "_shell._after"
+        "APIResponse.http_response", "_flow._after"
     )
 
 
@@ -145,13 +145,13 @@ def test_stream_classes(cls: type) -> None:
     """
     params = inspect.signature(cls.__init__).parameters
     assert {"cast_to", "response", "client"} <= set(params), _broken(
-        f"{cls.__name__}.__init__ parameters", "_shell._metered_stream_cls"
+        f"{cls.__name__}.__init__ parameters", "_streams.metered_stream_cls"
     )
     generator = (
         inspect.isasyncgenfunction if cls is streaming.AsyncStream else inspect.isgeneratorfunction
     )
     assert generator(cls.__stream__), _broken(  # type: ignore[attr-defined]
-        f"{cls.__name__}.__stream__", "_shell._metered_stream_cls"
+        f"{cls.__name__}.__stream__", "_streams.metered_stream_cls"
     )
 
 
@@ -170,22 +170,34 @@ def test_stream_exposes_its_http_response() -> None:
 
     assert isinstance(stream, streaming.Stream)
     assert isinstance(stream.response, httpx2.Response), _broken(
-        "Stream.response", "_shell._metered_stream_cls"
+        "Stream.response", "_streams.metered_stream_cls"
     )
     assert ["ok"] == [c.choices[0].delta.content for c in stream]
 
 
 @pytest.mark.parametrize("cls", [base_client.SyncAPIClient, base_client.AsyncAPIClient])
-def test_process_response_frame(cls: type) -> None:
+def test_attempt_hooks(cls: type) -> None:
     """
-    _shell._received_before finds a parsed-but-failed 2xx response in the traceback frame of
-    ``_process_response``, in its local named ``response``.
+    The clients override ``_send_request(request, *, stream, **kwargs)`` (called once per
+    attempt, inside ``request()``'s retry loop) and ``_process_response(*, response, ...)``
+    (called with keywords once a response is accepted), with these signatures.
     """
-    method = getattr(cls, "_process_response", None)
-    assert method is not None, _broken(f"{cls.__name__}._process_response", "_shell")
-    assert "response" in inspect.signature(method).parameters, _broken(
-        f"{cls.__name__}._process_response's 'response' parameter", "_shell._received_before"
+    send = getattr(cls, "_send_request", None)
+    assert send is not None, _broken(f"{cls.__name__}._send_request", "_clients (attempts)")
+    params = inspect.signature(send).parameters
+    assert "request" in params, _broken(f"{cls.__name__}._send_request(request)", "_flow")
+    assert params["stream"].kind is inspect.Parameter.KEYWORD_ONLY, _broken(
+        f"{cls.__name__}._send_request's parameters", "_flow.send_request_*"
     )
+    process = getattr(cls, "_process_response", None)
+    assert process is not None, _broken(f"{cls.__name__}._process_response", "_clients")
+    params = inspect.signature(process).parameters
+    assert params["response"].kind is inspect.Parameter.KEYWORD_ONLY, _broken(
+        f"{cls.__name__}._process_response's 'response' parameter", "_flow.process_response_failed"
+    )
+    source = inspect.getsource(cls.request)  # type: ignore[attr-defined]
+    for hook in ("self._send_request(", "self._process_response("):
+        assert hook in source, _broken(f"{cls.__name__}.request's call {hook}...)", "_flow")
 
 
 def test_azure_rewrites_paths_after_request() -> None:
@@ -216,7 +228,7 @@ def test_azure_rewrites_paths_after_request() -> None:
 
     assert ["/openai/deployments/prod-chat/chat/completions"] == sent
     assert ["/chat/completions"] == seen, _broken(
-        "the URL Azure clients pass to request()", "_meter.route_of"
+        "the URL Azure clients pass to request()", "_endpoints.endpoint_for"
     )
 
 

@@ -99,6 +99,7 @@ class Scenario:
     billed: bool = True  # the event carries a cost > 0
     usage_problem: bool = False
     output_seen: bool = True  # the caller got output text, so an estimate must count it
+    lost_before: int = 0  # attempts whose response was lost before the last one (one event each)
 
     def kwargs(self) -> dict[str, Any]:
         if self.api == "chat":
@@ -135,30 +136,36 @@ SCENARIOS = [
         outcome="error",
         billed=False,
     ),
+    # The API received these requests and their responses were lost: billed, so charged the
+    # reserved worst case (issue 12, item 8).
     Scenario(
         "reset_before_headers",
         lambda s: s.reset_next(before_headers=True),
         outcome="error",
-        billed=False,
+        usage_source="reserved",
+        output_seen=False,
     ),
     Scenario(
         "reset_before_headers_then_ok",
         lambda s: s.reset_next(before_headers=True),
         max_retries=1,
         attempts=2,
+        lost_before=1,
     ),
     Scenario(
         "reset_after_headers",
         lambda s: s.reset_next(before_headers=False),
         outcome="error",
-        billed=False,
+        usage_source="reserved",
+        output_seen=False,
     ),
     Scenario(
         "stream_reset_before_headers",
         lambda s: s.reset_next(before_headers=True),
         stream=True,
         outcome="error",
-        billed=False,
+        usage_source="reserved",
+        output_seen=False,
     ),
     Scenario(
         "stream_cut_mid_event",
@@ -167,11 +174,11 @@ SCENARIOS = [
         outcome="error",
         usage_source="estimated",
     ),
-    Scenario(
+    Scenario(  # the server ended the stream before its terminal event: not "ok"
         "stream_cut_clean",
         lambda s: s.cut_stream_next(after_events=6, clean=True),
         stream=True,
-        outcome="ok",
+        outcome="error",
         usage_source="estimated",
     ),
     Scenario(
@@ -318,7 +325,11 @@ def _clients(server: FakeOpenAI, scenario: Scenario, asynchronous: bool) -> tupl
 
 def _check_metered(scenario: Scenario, logs: list[Any], budget: costmeter.Budget) -> dict[str, Any]:
     assert [] == [e for e in logs if e["event"] == "costmeter.internal_error"]
-    [event] = calls(list(logs))
+    *lost, event = calls(list(logs))
+    assert scenario.lost_before == len(lost)
+    assert all(("error", "reserved") == (e["outcome"], e["usage_source"]) for e in lost)
+    lost_cost = sum((money(e["cost_usd"]) for e in lost), Decimal(0))
+    assert all(money(e["cost_usd"]) == money(e["estimated_cost_usd"]) > 0 for e in lost)
     cost = money(event["cost_usd"])
     assert (scenario.outcome, scenario.usage_source) == (event["outcome"], event["usage_source"])
     assert scenario.usage_problem == ("usage_problem" in event)
@@ -326,7 +337,7 @@ def _check_metered(scenario: Scenario, logs: list[Any], budget: costmeter.Budget
     if scenario.billed:
         assert scenario.output_seen == (event["output_tokens"] > 0)
         assert event["response_id"] is not None or not scenario.output_seen
-    assert (Decimal(0), cost or Decimal(0), 1) == (
+    assert (Decimal(0), (cost or Decimal(0)) + lost_cost, 1 + scenario.lost_before) == (
         budget.reserved_usd,
         budget.spent_usd,
         budget.calls,

@@ -19,8 +19,14 @@ import openai
 
 from costmeter import _logging as _log
 from costmeter._budget import Budget
+from costmeter._flow import (
+    process_response_failed,
+    request_async,
+    request_sync,
+    send_request_async,
+    send_request_sync,
+)
 from costmeter._meter import MeterConfig
-from costmeter._shell import request_async, request_sync
 
 __all__ = ["AsyncAzureOpenAI", "AsyncOpenAI", "AzureOpenAI", "OpenAI"]
 
@@ -134,7 +140,10 @@ class _Options:
 
 
 class _Sync(_Options):
-    """The one interception point of the sync clients: the SDK's ``request()``."""
+    """
+    The sync clients' interception points: ``request()`` (once per call), and, while a metered
+    request is being sent, ``_send_request()`` (each attempt) and ``_process_response()``.
+    """
 
     def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
@@ -142,15 +151,36 @@ class _Sync(_Options):
         send = super().request  # type: ignore[misc]
         return request_sync(self._costmeter, send, cast_to, options, stream, stream_cls)
 
+    def _send_request(self, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        return send_request_sync(super()._send_request, request, stream, kwargs)  # type: ignore[misc]
+
+    def _process_response(self, **kwargs: Any) -> Any:
+        try:
+            return super()._process_response(**kwargs)  # type: ignore[misc]
+        except BaseException:
+            process_response_failed(kwargs.get("response"))
+            raise
+
 
 class _Async(_Options):
-    """The one interception point of the async clients: the SDK's ``request()``."""
+    """The async clients' interception points (as for the sync clients)."""
 
     async def request(
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
         send = super().request  # type: ignore[misc]
         return await request_async(self._costmeter, send, cast_to, options, stream, stream_cls)
+
+    async def _send_request(self, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        send = super()._send_request  # type: ignore[misc]
+        return await send_request_async(send, request, stream, kwargs)
+
+    async def _process_response(self, **kwargs: Any) -> Any:
+        try:
+            return await super()._process_response(**kwargs)  # type: ignore[misc]
+        except BaseException:
+            process_response_failed(kwargs.get("response"))
+            raise
 
 
 class OpenAI(_Sync, openai.OpenAI):

@@ -8,6 +8,8 @@ never catch (and retry) a budget refusal.
   x BudgetExceededError   an active budget cannot cover the call's worst case; the request was NOT sent
   x PricingError
     + UnknownModelError   no price source knows the model (also a ``LookupError``)
+    + UnpricedRequestError  inside a budget, a request costmeter cannot price: an endpoint it does
+                          not meter yet, or one whose worst case could not be estimated; NOT sent
   x ConfigurationError    invalid arguments to costmeter itself (also a ``ValueError``)
   x LedgerError           a persistent budget ledger could not be reached in time
 """
@@ -24,6 +26,7 @@ __all__ = [
     "LedgerError",
     "PricingError",
     "UnknownModelError",
+    "UnpricedRequestError",
 ]
 
 
@@ -62,6 +65,30 @@ class UnknownModelError(PricingError, LookupError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.model, self.sources, self.service_tier))
+
+
+class UnpricedRequestError(PricingError):
+    """
+    Inside a budget, a request whose cost costmeter cannot bound was refused; it was not sent.
+
+    A budget can only hold if every request in it is priced before sending. ``allow_unpriced=True``
+    on the budget lets such requests through (uncounted).
+
+    Attributes:
+        api: The endpoint (``images.generate``, ...).
+        reason: Why it cannot be priced.
+    """
+
+    def __init__(self, api: str, reason: str) -> None:
+        self.api = api
+        self.reason = reason
+        super().__init__(
+            f"costmeter cannot price this {api} request ({reason}), so an active budget refused "
+            "it; the request was not sent (allow_unpriced=True on the budget lets it through)"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.api, self.reason))
 
 
 class BudgetExceededError(CostmeterError):

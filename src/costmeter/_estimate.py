@@ -36,12 +36,13 @@ import math
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from costmeter._errors import ConfigurationError, UnknownModelError
+from costmeter._money import money_math
 from costmeter._pricing import ModelPrice, price_of
 from costmeter._tokenizer import encoding_for
 
@@ -584,3 +585,28 @@ def worst_case_usd(price: ModelPrice, input_tokens: int, max_output_tokens: int)
     rates = price.for_input(input_tokens)
     input_rate = max(rates.input_per_mtok, rates.cache_write_per_mtok)
     return (input_tokens * input_rate + max_output_tokens * rates.output_per_mtok) / _MILLION
+
+
+def reserve_usd(
+    api: str,
+    body: Mapping[str, Any],
+    model: str,
+    input_tokens: int,
+    price_for: Callable[[str | None], ModelPrice | None],
+) -> Decimal | None:
+    """
+    The most the request can be billed, before it is sent; ``None`` when its model is unpriced.
+
+    *price_for(tier)* prices the request's model at a service tier (``None``: standard). Every
+    parameter that multiplies billed output counts (Chat ``n``).
+    """
+    tier = body.get("service_tier")
+    price = price_for(tier if isinstance(tier, str) else None)
+    if price is None:
+        return None
+    bound, _ = output_bound(api, body)
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        bound *= n
+    with money_math():
+        return worst_case_usd(price, input_tokens, bound)

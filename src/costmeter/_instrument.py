@@ -17,8 +17,8 @@ import openai
 import wrapt
 
 from costmeter._errors import ConfigurationError
+from costmeter._flow import request_async, request_sync
 from costmeter._meter import MeterConfig
-from costmeter._shell import request_async, request_sync
 
 __all__ = ["Instrumentation", "instrument"]
 

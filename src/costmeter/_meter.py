@@ -1,13 +1,16 @@
 """
 The meter: everything that *decides* about one API call, in one place, with no I/O.
 
-A `Call` is created before the request is sent (estimate, price, budget reservation — which may
-refuse), observes whatever the SDK hands back (a response object, stream events, raw JSON), and
-finishes exactly once on every exit path (complete, incomplete, failed, error, abandoned,
-cancelled), pricing the reported usage — or, when usage never arrived, the estimate of what was
-consumed — settling budgets and emitting one ``costmeter.call`` event.
+A `Call` is created before the request is sent for the `Endpoint` that bills it. It estimates the
+worst case and reserves it in every active budget (which may refuse), is told about each attempt
+the SDK makes (an attempt that reached the API and lost its response is billed all the same),
+observes whatever comes back through its endpoint, and finishes exactly once on every exit path
+(complete, incomplete, failed, error, abandoned, cancelled): it prices the usage — reported, or
+estimated when none arrived, or the reserved worst case when the response was lost or cannot be
+priced — settles the budgets and emits one ``costmeter.call`` event (`costmeter._record`).
 
-The sync and async shells (`costmeter._shell`) only do I/O around it.
+The flow that drives it (`costmeter._flow`) does the I/O; a call's state changes only through
+its own methods.
 """
 
 from __future__ import annotations
@@ -15,46 +18,42 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from costmeter import _logging as _log
 from costmeter._budget import Budget, Reservation, active_budgets
-from costmeter._errors import BudgetExceededError, CostmeterError, UnknownModelError
+from costmeter._endpoints import Endpoint, Request, Reserve
+from costmeter._errors import (
+    BudgetExceededError,
+    CostmeterError,
+    UnknownModelError,
+    UnpricedRequestError,
+)
 from costmeter._models import parse_model
-from costmeter._pricing import (
-    Cost,
-    ModelPrice,
-    UnpricedTokensError,
-    cost_of,
-    normalize_tier,
-    price_of,
-)
+from costmeter._money import ZERO, money_math
+from costmeter._observe import Observation
+from costmeter._pricing import Cost, UnpricedTokensError, normalize_tier
+from costmeter._record import CallRecord
 from costmeter._tags import current_tags
-from costmeter._usage import Usage, UsageError, usage_from
+from costmeter._usage import Usage
 
-__all__ = ["Call", "MeterConfig", "route_of", "set_strict"]
+__all__ = [
+    "CURRENT",
+    "Call",
+    "MeterConfig",
+    "current_call",
+    "report_internal_error",
+    "set_strict",
+    "strict",
+]
 
-_ZERO = Decimal(0)
-_BILLED_APIS = {
-    "/responses": "responses",
-    "/responses/compact": "responses.compact",
-    "/chat/completions": "chat.completions",
-    "/embeddings": "embeddings",
-}
-_TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
-_OUTCOME_OF_STATUS = {"incomplete": "incomplete", "failed": "failed", "cancelled": "cancelled"}
-_TERMINAL_EVENTS = frozenset(
-    {"response.completed", "response.incomplete", "response.failed", "response.cancelled"}
-)
-_STARTED_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
 # What the free ``POST /responses/input_tokens`` endpoint accepts of a Responses request.
 _COUNT_KEYS = (
     "model",
@@ -70,7 +69,29 @@ _COUNT_KEYS = (
     "tools",
     "truncation",
 )
+# Transport failures that happen before the request reaches the API: nothing was billed.
+# (Names, not classes: the same for ``httpx2`` and a 0.x ``httpx`` client.)
+_NOT_SENT = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "UnsupportedProtocol",
+        "ProxyError",
+        "LocalProtocolError",
+        "InvalidURL",
+    }
+)
+_OUTCOME_OF_STATUS = {"incomplete": "incomplete", "failed": "failed", "cancelled": "cancelled"}
 _strict = False
+#: The call whose request is being sent in this context (set by the flow around the SDK's
+#: ``request()``; read by the per-attempt hooks and by the stream classes the SDK builds).
+CURRENT: ContextVar[Call | None] = ContextVar("costmeter_call", default=None)
+
+
+def current_call() -> Call | None:
+    """The call whose request is being sent in this context, if any."""
+    return CURRENT.get()
 
 
 def set_strict(enabled: bool = True) -> None:
@@ -81,6 +102,11 @@ def set_strict(enabled: bool = True) -> None:
     """
     global _strict  # noqa: PLW0603
     _strict = enabled
+
+
+def strict() -> bool:
+    """Whether internal failures re-raise (`set_strict`)."""
+    return _strict
 
 
 @dataclass(frozen=True)
@@ -108,32 +134,10 @@ class MeterConfig:
     azure: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """What a request is, as far as billing goes."""
-
-    api: str
-    kind: str  # "create" (a new billed response) | "lookup" (retrieve/cancel of an existing one)
-
-
-def route_of(method: str, url: str) -> Route | None:
-    """Classify a request by method and path; ``None`` for requests that bill nothing."""
-    path = url.split("?", 1)[0].rstrip("/")
-    method = method.lower()
-    if method == "post":
-        api = _BILLED_APIS.get(path)
-        if api is not None:
-            return Route(api, "create")
-        if path.startswith("/responses/") and path.endswith("/cancel"):
-            return Route("responses", "lookup")
-    elif method == "get" and path.startswith("/responses/") and path.count("/") == 2:
-        return Route("responses", "lookup")
-    return None
-
-
 class _Registry:
     """
-    Background responses in flight, and recently billed ones, so each response id bills once.
+    Objects billed later (background responses, batches), and recently billed ids, so each id
+    bills once per process.
 
     A ``background=True`` create returns ``queued`` with no usage; its cost arrives later via
     ``retrieve``, a stream replay or ``cancel``. The creating call stays pending (holding its
@@ -146,147 +150,98 @@ class _Registry:
         self._billed: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
 
-    def add_pending(self, response_id: str, call: Call) -> None:
+    def add_pending(self, object_id: str, call: Call) -> None:
         with self._lock:
-            self._pending[response_id] = call
+            self._pending[object_id] = call
 
-    def pop_pending(self, response_id: str) -> Call | None:
+    def pop_pending(self, object_id: str) -> Call | None:
         with self._lock:
-            return self._pending.pop(response_id, None)
+            return self._pending.pop(object_id, None)
 
     def drain_pending(self) -> list[Call]:
-        """Every call still waiting for its background response to finish (at exit)."""
+        """Every call still waiting for its object to finish (at exit)."""
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
         return pending
 
-    def claim(self, response_id: str) -> bool:
-        """Mark *response_id* billed; ``False`` if it already was."""
+    def claim(self, object_id: str) -> bool:
+        """Mark *object_id* billed; ``False`` if it already was."""
         with self._lock:
-            if response_id in self._billed:
+            if object_id in self._billed:
                 return False
-            self._billed[response_id] = None
+            self._billed[object_id] = None
             if len(self._billed) > self._remember:
                 self._billed.popitem(last=False)
             return True
 
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+
 
 registry = _Registry()
-
-_LARGE_INPUT_CHARS = 4096  # below ~1k tokens counting inline is cheaper than a thread hand-off
-_count_pool: ThreadPoolExecutor | None = None
-_count_pool_lock = threading.Lock()
-_counter_free = threading.Semaphore(1)
-
-
-def _counter() -> ThreadPoolExecutor:
-    """One thread that counts large inputs while their requests are in flight (lazy)."""
-    global _count_pool  # noqa: PLW0603
-    with _count_pool_lock:
-        if _count_pool is None:
-            _count_pool = ThreadPoolExecutor(1, thread_name_prefix="costmeter-count")
-        return _count_pool
-
-
-def _forget_counter_after_fork() -> None:
-    global _count_pool, _counter_free  # noqa: PLW0603
-    _count_pool = None  # the parent's thread does not exist in a forked child
-    _counter_free = threading.Semaphore(1)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_counter_after_fork)
-
-
-def _large(body: Mapping[str, Any]) -> bool:
-    """Whether the text of a request's input is worth counting on the counting thread."""
-    size = 0
-    for key in ("input", "messages", "instructions"):
-        value = body.get(key)
-        if isinstance(value, str):
-            size += len(value)
-        elif isinstance(value, list):
-            for item in value:
-                content = item.get("content") if isinstance(item, Mapping) else None
-                if isinstance(content, str):
-                    size += len(content)
-    return size >= _LARGE_INPUT_CHARS
 
 
 @atexit.register
 def _report_unbilled_background() -> None:
     """
-    A ``background=True`` response still running when the process exits is billed by OpenAI,
-    but costmeter never saw its usage: say so (one ``costmeter.warning`` each, with the
-    worst case that was reserved) rather than lose it silently.
+    A background response still running when the process exits is billed by OpenAI, but
+    costmeter never saw its usage: say so (one ``costmeter.warning`` each, with the worst case
+    that was reserved) rather than lose it silently.
     """
     for call in registry.drain_pending():
         _log.emit(
             _log.WARNING,
             {
                 "warning": "background_response_unbilled",
-                "api": call.route.api,
+                "api": call.api,
                 "model": call.model,
-                "response_id": call.response_id,
-                "estimated_cost_usd": _log.usd(call.estimated_cost),
+                "response_id": call.seen.response_id,
+                "estimated_cost_usd": _log.usd(call.worst_case),
                 "tags": dict(call.tags),
             },
         )
 
 
-def _get(obj: Any, key: str) -> Any:
-    if obj is None:
-        return None
-    if type(obj) is dict:
-        return obj.get(key)
-    return getattr(obj, key, None)
+def _dedupe(budgets: tuple[Budget, ...]) -> tuple[Budget, ...]:
+    """Each budget once, however often it was entered (a nested ``with b:`` charges once)."""
+    seen: list[Budget] = []
+    for b in budgets:
+        if not any(b is other for other in seen):
+            seen.append(b)
+    return tuple(seen)
 
 
 class Call:
     """One metered API call (see the module docstring)."""
 
-    def __init__(
-        self,
-        route: Route,
-        body: Mapping[str, Any] | None,
-        config: MeterConfig,
-        *,
-        stream: bool,
-        response_id: str | None = None,
-    ) -> None:
-        self.route = route
-        self.body: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    def __init__(self, endpoint: Endpoint, request: Request, config: MeterConfig) -> None:
+        self.endpoint = endpoint
+        self.request = request
         self.config = config
-        model = self.body.get("model")
-        self.model: str | None = model if isinstance(model, str) else None
-        self.stream = bool(stream)
-        self.background = bool(self.body.get("background"))
+        self.api = endpoint.api
+        self.model = request.model
+        self.lookup = request.lookup_id is not None
+        self.stream = request.stream
         self.started = time.perf_counter()
         self.tags = current_tags()
-        self.budgets: tuple[Budget, ...] = active_budgets()
-        if config.budget is not None and config.budget not in self.budgets:
-            self.budgets = (*self.budgets, config.budget)
-        self.reservation: Reservation | None = None
-        self._counting: Future[None] | None = None
-        self.estimated_input_tokens: int | None = None
-        self.estimated_cost: Decimal | None = None
-        self.estimate_complete = True
-        # observed
-        self.received = False
-        self.response_id = response_id
-        self.response_model: str | None = None
-        self.request_id: str | None = None
-        self.served_tier: str | None = None
-        self.status: str | None = None
-        self.usage_obj: Any = None
-        self.final_response: Any = None  # last response object seen: its text, if usage is missing
-        self.web_search_calls = 0
-        self.deltas: list[str] = []
-        self.output_text: str | None = None  # only kept when the client opted in to content
-        self.in_sdk = False
+        budgets = active_budgets()
+        if config.budget is not None:
+            budgets = (*budgets, config.budget)
+        self.budgets = _dedupe(budgets)
+        self.reservations: list[Reservation] = []
+        self.estimate: Reserve | None = None
+        self.seen = Observation(response_id=request.lookup_id, keep_text=config.log_content)
+        self.seen.background = bool(request.body.get("background"))
+        self.attempts = 0  # attempts the SDK made (0: it raised before sending anything)
+        self.lost: list[str] = []  # attempts that reached the API and lost their response
         self.hide_usage_chunk = False
+        self._in_sdk = False
         self._finish_lock = threading.Lock()
         self.finished = False
+
+    @property
+    def worst_case(self) -> Decimal | None:
+        return None if self.estimate is None else self.estimate.cost_usd
 
     # -- before sending ----------------------------------------------------------------------
     @property
@@ -302,201 +257,131 @@ class Call:
         The server counts what it will bill, including server-side context the local estimate
         cannot see (``previous_response_id``, ``conversation``): one extra round trip, no cost.
         """
-        if not (
-            self.config.exact_input_tokens
-            and self.route.api == "responses"
-            and self.route.kind == "create"
-        ):
+        if not (self.config.exact_input_tokens and self.api == "responses" and not self.lookup):
             return None
-        return {key: self.body[key] for key in _COUNT_KEYS if key in self.body}
+        return {key: self.request.body[key] for key in _COUNT_KEYS if key in self.request.body}
 
     def begin(self, exact_input_tokens: int | None = None) -> None:
         """
         Estimate the worst case and reserve it in every active budget.
 
-        With no budget active nothing can be refused, so a large non-streamed input is counted
-        on one helper thread while the request is in flight and joined before the event.
-
         Raises:
             BudgetExceededError: a budget cannot cover the worst case; do not send.
-            UnknownModelError: the model is unpriced and a budget is active.
+            UnpricedRequestError: a budget is active and the worst case cannot be bounded.
         """
-        if self.route.kind != "create":
+        if self.lookup or self.model is None:
+            return  # a lookup bills an earlier call; no model: the API rejects the request
+        if exact_input_tokens is not None:
+            self.request = _with_exact(self.request, exact_input_tokens)
+        try:
+            self.estimate = self.endpoint.estimate(self.request)
+        except Exception as exc:
+            if self.budgets and not all(b.allow_unpriced for b in self.budgets):
+                raise UnpricedRequestError(
+                    self.api, f"its worst case could not be estimated: {type(exc).__name__}: {exc}"
+                ) from exc
+            if _strict:
+                raise
+            report_internal_error(exc, "estimate", self.api, self.model)
             return
-        price = self._requested_price()
-        if (
-            exact_input_tokens is None
-            and not self.budgets
-            and not self.stream
-            and _large(self.body)
-            and _counter_free.acquire(blocking=False)
-        ):
-            # Nothing can be refused, so the count is only needed for the event: run it while
-            # the request is in flight (tiktoken releases the GIL), joined before the event.
-            # One count at a time: when the thread is busy, count inline as usual.
-            self._counting = _counter().submit(self._estimate, price, None)
-            self._counting.add_done_callback(lambda _: _counter_free.release())
-            return
-        self._estimate(price, exact_input_tokens)
         if not self.budgets:
             return
-        if self.estimated_cost is None:
-            if all(b.allow_unpriced for b in self.budgets):
-                self.reservation = Reservation.take(self.budgets, _ZERO, self.model)
-                return
-            raise UnknownModelError(self.model, ("all price sources",))
+        amount = self.estimate.cost_usd
+        if amount is None:
+            if not all(b.allow_unpriced for b in self.budgets):
+                _log.emit(_log.BUDGET_EXCEEDED, self._unpriced_refusal())
+                raise UnknownModelError(self.model, ("all price sources",))
+            amount = ZERO
+        self._reserve(amount)
+
+    def _reserve(self, amount: Decimal) -> None:
         try:
-            self.reservation = Reservation.take(self.budgets, self.estimated_cost, self.model)
+            reservation = Reservation.take(self.budgets, amount, self.model)
         except BudgetExceededError as refusal:
             _log.emit(_log.BUDGET_EXCEEDED, _exceeded_fields(refusal, refused=True))
             raise
-        for warning in self.reservation.warned:
+        self.reservations.append(reservation)
+        for warning in reservation.warned:
             _log.emit(_log.BUDGET_EXCEEDED, _exceeded_fields(warning, refused=False))
 
-    def _estimate(self, price: ModelPrice | None, exact_input_tokens: int | None) -> None:
-        """Input tokens (counted locally unless the server counted them) and the worst case."""
-        from costmeter._estimate import (  # noqa: PLC0415  (tokenizer loads on first call only)
-            count_request_input,
-            output_bound,
-            worst_case_usd,
-        )
+    def _unpriced_refusal(self) -> dict[str, Any]:
+        inner = self.budgets[-1]
+        return {
+            "budget": inner.name,
+            "limit_usd": _log.usd(inner.limit_usd),
+            "estimated_cost_usd": None,
+            "model": self.model,
+            "api": self.api,
+            "reason": "unpriced",
+            "refused": True,
+        }
 
-        with self._guard("estimate"):
-            if exact_input_tokens is not None:  # the server's count: no local tokenizing
-                tokens, complete = exact_input_tokens, True
-            else:
-                tokens, complete, _reasons = count_request_input(
-                    self.route.api, self.body, self.model or ""
-                )
-            self.estimated_input_tokens = tokens
-            self.estimate_complete = complete
-            if price is not None:
-                bound, _ = output_bound(self.route.api, self.body)
-                self.estimated_cost = worst_case_usd(price, tokens, bound)
+    def release(self) -> None:
+        """Give back every reservation (the request was refused, or never sent)."""
+        reservations, self.reservations = self.reservations, []
+        for reservation in reservations:
+            reservation.settle(ZERO)
 
-    def _requested_price(self) -> ModelPrice | None:
-        """Price at the requested tier (priority costs more: the worst case must use it)."""
-        if self.model is None:
-            return None
-        tier = self.body.get("service_tier")
-        tier = tier if isinstance(tier, str) and normalize_tier(tier) != "default" else None
-        for model in (self.config.deployments.get(self.model), self.model):
-            if model is None:
-                continue
-            try:
-                return price_of(model, service_tier=tier)
-            except UnknownModelError:
-                if tier is not None:
-                    try:
-                        return price_of(model)
-                    except UnknownModelError:
-                        pass
-            except CostmeterError:
-                return None
-        return None
+    # -- each attempt the SDK makes ------------------------------------------------------------
+    def attempt(self) -> None:
+        """
+        The SDK is about to send an attempt. A retry after an attempt whose response was lost
+        is a second billed request: reserve its worst case too (which may refuse it).
+        """
+        self.attempts += 1
+        if self.lost and self.budgets and self.worst_case is not None:
+            self._reserve(self.worst_case)
+        for reservation in self.reservations:
+            mark_sent = getattr(reservation, "mark_sent", None)
+            if mark_sent is not None:
+                mark_sent()  # a dead process's hold for a sent request is charged, not released
+
+    def attempt_failed(self, exc: BaseException) -> None:
+        """An attempt raised before a response: billed when the request had reached the API."""
+        if type(exc).__name__ not in _NOT_SENT and isinstance(exc, Exception):
+            self.lost.append(type(exc).__name__)
+
+    def answered(self, request_id: str | None, success: bool) -> None:
+        """An attempt got response headers (a retried 5xx/429 is not billed)."""
+        if request_id:
+            self.seen.request_id = request_id
+        if success:
+            self.seen.received = True
 
     # -- while receiving ---------------------------------------------------------------------
     def observe(self, obj: Any) -> None:
         """Take what matters for billing from a response object, stream event or JSON dict."""
-        self.received = True
         with self._guard("observe"):
-            kind = _get(obj, "type")
-            if isinstance(kind, str):
-                if kind.endswith(".delta"):
-                    delta = _get(obj, "delta")
-                    if isinstance(delta, str) and kind != "response.audio.delta":
-                        self.deltas.append(delta)
-                    return
-                if kind in _TERMINAL_EVENTS or kind in _STARTED_EVENTS:
-                    self._take_response(_get(obj, "response"))
-                    return
-                if kind == "error":
-                    self.status = self.status or "failed"
-                    return
-            obj_kind = _get(obj, "object")
-            if obj_kind == "chat.completion.chunk":
-                self._take_chunk(obj)
-            elif obj_kind in ("response", "response.compaction"):
-                self._take_response(obj)
-            elif obj_kind == "chat.completion" or (
-                obj_kind is not None and _get(obj, "usage") is not None
-            ):
-                self._take_response(obj)  # chat.completion, embeddings list
-            if self.request_id is None:
-                request_id = getattr(obj, "_request_id", None)
-                if isinstance(request_id, str):
-                    self.request_id = request_id
+            self.endpoint.observe(self.seen, obj)
 
-    def _take_response(self, response: Any) -> None:
-        if response is None:
-            return
-        self.final_response = response
-        self.response_id = _get(response, "id") or self.response_id
-        model = _get(response, "model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        tier = _get(response, "service_tier")
-        if isinstance(tier, str):
-            self.served_tier = tier
-        status = _get(response, "status")
-        if isinstance(status, str):
-            self.status = status
-        for choice in _get(response, "choices") or ():
-            self._take_finish_reason(choice)
-        if _get(response, "background"):
-            self.background = True
-        usage = _get(response, "usage")
-        if usage is not None:
-            self.usage_obj = usage
-            searches = _get(_get(_get(response, "tool_usage"), "web_search"), "num_requests")
-            if isinstance(searches, int) and searches > 0:
-                self.web_search_calls = searches
-        if self.config.log_content:
-            self.output_text = _output_text(response) or self.output_text
-
-    def _take_chunk(self, chunk: Any) -> None:
-        self.response_id = self.response_id or _get(chunk, "id")
-        model = _get(chunk, "model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        tier = _get(chunk, "service_tier")
-        if isinstance(tier, str):
-            self.served_tier = tier
-        usage = _get(chunk, "usage")
-        if usage is not None:
-            self.usage_obj = usage
-        for choice in _get(chunk, "choices") or ():
-            self._take_finish_reason(choice)
-            delta = _get(choice, "delta")
-            for text in (_get(delta, "content"), _get(delta, "refusal")):
-                if isinstance(text, str) and text:
-                    self.deltas.append(text)
-            for tool_call in _get(delta, "tool_calls") or ():
-                arguments = _get(_get(tool_call, "function"), "arguments")
-                if isinstance(arguments, str) and arguments:
-                    self.deltas.append(arguments)
-
-    def _take_finish_reason(self, choice: Any) -> None:
-        """
-        A Chat choice's ``finish_reason`` is its end state: ``length`` (cut by ``max_tokens``)
-        is the Chat form of an incomplete response; any other reason means it completed, so a
-        stream read to its end without usage is not mistaken for an abandoned one.
-        """
-        reason = _get(choice, "finish_reason")
-        if isinstance(reason, str) and self.status != "incomplete":
-            self.status = "incomplete" if reason == "length" else "completed"
+    def stream_next(self) -> None:
+        """The SDK's stream generator is being advanced (its own body close is not an exit)."""
+        self._in_sdk = True
 
     def stream_item(self, item: Any) -> bool:
         """A typed stream event left the SDK: observe it; ``False`` hides it from the caller
         (only the usage-only Chat chunk costmeter itself asked for, ``include_stream_usage``)."""
-        self.in_sdk = False
+        self._in_sdk = False
         self.observe(item)
         return not (self.hide_usage_chunk and _usage_only(item))
 
     def stream_ended(self, error: BaseException | None = None) -> None:
         """The SDK's stream generator ended (or raised *error*): this is how iteration ended."""
-        self.in_sdk = False
+        self._in_sdk = False
+        if error is None and not self.seen.terminal and self.seen.usage is None:
+            error = _IncompleteStreamError()  # the server closed the stream before its end
         self.finish(error)
+
+    def body_failed(self, exc: BaseException) -> None:
+        """The HTTP body broke. Inside the SDK's stream the SDK wraps it and `stream_ended`
+        finishes with what the caller sees; a raw reader finishes here."""
+        if not self._in_sdk:
+            self.finish(exc)
+
+    def body_closed(self) -> None:
+        """The HTTP body was closed (read to its end, or abandoned)."""
+        if not self._in_sdk:
+            self.finish(abandoned=True)
 
     # -- finishing ---------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None, *, abandoned: bool = False) -> None:
@@ -506,109 +391,107 @@ class Call:
                 return
             self.finished = True
         with self._guard("finish"):
+            if error is not None and not self.attempts and not self.seen.received:
+                self.release()  # the SDK raised before sending anything: nothing to record
+                return
             self._finish(error, abandoned)
 
     def _finish(self, error: BaseException | None, abandoned: bool) -> None:
-        if self.route.kind == "lookup":
+        seen = self.seen
+        if self.lookup:
             self._finish_lookup(error)
             return
-        # A background response keeps running server-side even when our connection to its
+        # A background object keeps running server-side even when our connection to its
         # stream drops or the reading task is cancelled: it is billed when a lookup sees it end.
-        if (
-            self.background
-            and self.response_id
-            and self.usage_obj is None
-            and self.status not in _TERMINAL_STATUSES
-        ):
-            registry.add_pending(self.response_id, self)  # billed when it completes
+        if seen.background and seen.response_id and seen.usage is None and not seen.terminal:
+            registry.add_pending(seen.response_id, self)
             return
-        if self.background and self.response_id and not registry.claim(self.response_id):
-            self._release()
+        if seen.background and seen.response_id and not registry.claim(seen.response_id):
+            self.release()
             return
         self._settle_and_emit(error, abandoned)
 
     def _finish_lookup(self, error: BaseException | None) -> None:
-        """A retrieve/cancel/replay: bills a background response the first time it is terminal."""
-        if error is not None or self.response_id is None:
+        """A retrieve/cancel/replay: bills a background object the first time it is terminal."""
+        seen = self.seen
+        if error is not None or seen.response_id is None or not seen.terminal:
             return
-        terminal = self.status in _TERMINAL_STATUSES
-        if not terminal:
+        pending = registry.pop_pending(seen.response_id)
+        if pending is None:
+            if seen.background and registry.claim(seen.response_id):
+                self._settle_and_emit(None, abandoned=False)
             return
-        pending = registry.pop_pending(self.response_id)
-        if pending is None and not (self.background and registry.claim(self.response_id)):
+        if not registry.claim(seen.response_id):
+            pending.release()
             return
-        if pending is not None:
-            if not registry.claim(self.response_id):
-                pending._release()
-                return
-            pending.absorb(self)
-            pending._settle_and_emit(None, abandoned=False)
-            return
-        self._settle_and_emit(None, abandoned=False)
-
-    def absorb(self, other: Call) -> None:
-        """Take the final state a later lookup saw for this (background) call's response."""
-        self.received = True
-        self.status = other.status
-        self.usage_obj = other.usage_obj
-        self.final_response = other.final_response or self.final_response
-        self.web_search_calls = other.web_search_calls
-        self.response_model = other.response_model or self.response_model
-        self.served_tier = other.served_tier or self.served_tier
-        self.deltas.extend(other.deltas)
-
-    def _release(self) -> None:
-        if self.reservation is not None:
-            self.reservation.settle(_ZERO)
+        pending.seen.absorb(seen)
+        pending._settle_and_emit(None, abandoned=False)
 
     def _outcome(self, error: BaseException | None, abandoned: bool) -> str:
         if error is not None:
             return "cancelled" if isinstance(error, _CANCELLATIONS) else "error"
-        if self.status in _OUTCOME_OF_STATUS:
-            return _OUTCOME_OF_STATUS[self.status]
-        if abandoned and self.usage_obj is None and self.status != "completed":
+        status = self.seen.status
+        if status in _OUTCOME_OF_STATUS:
+            return _OUTCOME_OF_STATUS[status]
+        if abandoned and self.seen.usage is None and status != "completed":
             return "cancelled"
         return "ok"
 
-    def _usage(self) -> tuple[Usage, str, str | None]:
-        """The usage to bill, where it came from, and any problem with what was reported."""
-        problem = None
-        if self.usage_obj is not None:
-            try:
-                return (
-                    usage_from(self.usage_obj, web_search_calls=self.web_search_calls),
-                    "reported",
-                    None,
-                )
-            except UsageError as exc:
-                problem = str(exc)
-        if not self.received:
-            return Usage(), "reported", problem  # no response at all: nothing was billed
-        from costmeter._estimate import output_tokens_of  # noqa: PLC0415
+    def _usage(self) -> tuple[Usage, str]:
+        """The usage to bill and where it came from."""
+        seen = self.seen
+        if seen.usage is not None:
+            return seen.usage, "reported"
+        if seen.received:  # a response arrived without (usable) usage: its text was billed
+            return self.endpoint.fallback_usage(
+                self.request, seen, self._estimated_input
+            ), "estimated"
+        if self.lost:  # the last attempt reached the API and its response was lost
+            return Usage(input_tokens=self._estimated_input), "reserved"
+        return Usage(), "reported"  # no request reached the API: nothing was billed
 
-        model = self.response_model or self.model or ""
-        # Usage missing from a complete response: its output text was still billed.
-        texts = self.deltas or [_output_text(self.final_response) or ""]
-        output = output_tokens_of(texts, model) if any(texts) else 0
-        return (
-            Usage(input_tokens=self.estimated_input_tokens or 0, output_tokens=output),
-            "estimated",
-            problem,
-        )
+    @property
+    def _estimated_input(self) -> int:
+        return 0 if self.estimate is None else self.estimate.input_tokens or 0
 
     def _settle_and_emit(self, error: BaseException | None, abandoned: bool) -> None:
-        if self._counting is not None:
-            self._counting.result()  # the input count started in `begin` (it never raises)
+        """
+        Charge and log every billed attempt: each attempt whose response was lost before the
+        one that answered (or before the last, lost one) is its own ``costmeter.call`` event,
+        charged the reserved worst case — OpenAI bills a request it received, answered or not.
+        """
         outcome = self._outcome(error, abandoned)
-        usage, source, problem = self._usage()
-        cost, price_status = self._price(usage)
-        crossed: list[tuple[Budget, Decimal]] = []
-        if self.reservation is not None:
-            crossed = self.reservation.settle(cost.total_usd if cost is not None else _ZERO)
-        fields = self._fields(outcome, error, usage, source, cost, price_status)
-        if problem is not None:
-            fields["usage_problem"] = problem
-        _log.emit(_log.CALL, fields)
+        usage, source = self._usage()
+        lost_before = self.lost[:-1] if source == "reserved" else self.lost
+        if source == "reserved":
+            cost, total = None, self.worst_case
+            price_status = "ok" if total is not None else "unknown_model"
+        else:
+            cost, price_status = self._price(usage)
+            total = None if cost is None else cost.total_usd
+        worst = self.worst_case
+        with money_math():
+            extra = None if worst is None else worst * len(lost_before)
+            whole = None if total is None or extra is None else total + extra
+        charged, crossed = self._charge(whole)
+        records = [
+            self._record(
+                "error",
+                _Lost(name),
+                Usage(input_tokens=self._estimated_input),
+                "reserved",
+                None,
+                "ok" if worst is not None else "unknown_model",
+                worst,
+                worst,
+            )
+            for name in lost_before
+        ]
+        with money_math():
+            own = None if charged is None or extra is None else charged - extra
+        records.append(self._record(outcome, error, usage, source, cost, price_status, total, own))
+        for record in records:
+            _log.emit(_log.CALL, record.as_event(_log.usd))
         for b, fraction in crossed:
             _log.emit(
                 _log.BUDGET_THRESHOLD,
@@ -619,6 +502,25 @@ class Call:
                     "spent_usd": _log.usd(b.spent_usd),
                 },
             )
+
+    def _charge(self, total: Decimal | None) -> tuple[Decimal | None, list[tuple[Budget, Decimal]]]:
+        """
+        Settle the budgets: the exact cost, or — when it cannot be computed — at least what was
+        reserved for the call (a billed call is never charged $0). Returns what was charged and
+        the budget thresholds crossed.
+        """
+        if not self.reservations:
+            return total, []
+        if total is None:
+            with money_math():
+                total = sum((r.amount for r in self.reservations), ZERO)
+        crossed: list[tuple[Budget, Decimal]] = []
+        first, *rest = self.reservations
+        self.reservations = []
+        crossed.extend(first.settle(total))
+        for reservation in rest:
+            crossed.extend(reservation.settle(ZERO))
+        return total, crossed
 
     def _pricing_model(self) -> str | None:
         """
@@ -632,8 +534,9 @@ class Call:
         """
         deployments = self.config.deployments
         mapped = deployments.get(self.model) if self.model else None
-        if self.response_model:
-            served = deployments.get(self.response_model, self.response_model)
+        served_model = self.seen.response_model
+        if served_model:
+            served = deployments.get(served_model, served_model)
             if mapped is None or _vaguer(mapped, served):
                 return served
             return mapped
@@ -641,12 +544,16 @@ class Call:
 
     def _price(self, usage: Usage) -> tuple[Cost | None, str]:
         model = self._pricing_model()
-        tier = self.served_tier if self.served_tier is not None else self.body.get("service_tier")
         if model is None:
             return None, "unknown_model"
+        tier = self.seen.served_tier
+        if tier is None:
+            requested = self.request.body.get("service_tier")
+            tier = requested if isinstance(requested, str) else None
         unmapped = self.config.azure and self.model not in self.config.deployments
         try:
-            cost = cost_of(model, usage, service_tier=tier)
+            with money_math():
+                cost = self.endpoint.price(model, usage, self.request, tier)
         except UnknownModelError:
             # Azure: the request names a deployment, which only ``deployments=`` can price.
             return None, "unmapped_deployment" if unmapped else "unknown_model"
@@ -656,7 +563,7 @@ class Call:
             if _strict:
                 raise
             # the event still goes out, with its tokens, flagged unpriced: nothing is lost
-            report_internal_error(exc, "price", self.route.api, self.model)
+            report_internal_error(exc, "price", self.api, self.model)
             return None, "error"
         if unmapped and len(parse_model(model).candidates()) == 1:
             # Azure named only a family (``gpt-4``, ``gpt-35-turbo``, ``ada``): its versions
@@ -664,7 +571,7 @@ class Call:
             return cost, "undated_model"
         return cost, "ok"
 
-    def _fields(
+    def _record(
         self,
         outcome: str,
         error: BaseException | None,
@@ -672,63 +579,99 @@ class Call:
         source: str,
         cost: Cost | None,
         price_status: str,
-    ) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "api": self.route.api,
-            "model": self.model,
-            "response_model": self.response_model,
-            "response_id": self.response_id,
-            "request_id": self.request_id,
-            "stream": self.stream,
-            "background": self.background,
-            "service_tier": normalize_tier(self.served_tier) if self.served_tier else None,
-            "outcome": outcome,
-            "error_type": None if error is None else type(error).__name__,
-            "input_tokens": usage.input_tokens,
-            "cached_input_tokens": usage.cached_input_tokens,
-            "cache_write_input_tokens": usage.cache_write_input_tokens,
-            "output_tokens": usage.output_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "web_search_calls": usage.web_search_calls,
-            "usage_source": source,
-            "estimated_input_tokens": self.estimated_input_tokens,
-            "estimated_cost_usd": _log.usd(self.estimated_cost),
-            "estimate_complete": self.estimate_complete,
-            "cost_usd": _log.usd(cost.total_usd) if cost else None,
-            "input_cost_usd": _log.usd(cost.input_usd) if cost else None,
-            "cached_input_cost_usd": _log.usd(cost.cached_input_usd) if cost else None,
-            "cache_write_cost_usd": _log.usd(cost.cache_write_usd) if cost else None,
-            "output_cost_usd": _log.usd(cost.output_usd) if cost else None,
-            "tool_cost_usd": _log.usd(cost.tool_usd) if cost else None,
-            "price_source": cost.price_source if cost else None,
-            "priced_as": cost.priced_as if cost else None,
-            "price_status": price_status,
-            "duration_ms": int((time.perf_counter() - self.started) * 1000),
-            "tags": dict(self.tags),
-        }
-        if usage.audio_input_tokens or usage.audio_output_tokens:
-            # Only when present, so text-only events keep their schema: audio has its own rates.
-            fields["audio_input_tokens"] = usage.audio_input_tokens
-            fields["audio_output_tokens"] = usage.audio_output_tokens
-            fields["audio_input_cost_usd"] = _log.usd(cost.audio_input_usd) if cost else None
-            fields["audio_output_cost_usd"] = _log.usd(cost.audio_output_usd) if cost else None
-        if self.config.log_content:  # opt-in only: prompts and outputs are often sensitive
-            fields["request_content"] = {
-                key: self.body[key]
-                for key in ("instructions", "input", "messages")
-                if key in self.body
-            }
-            fields["output_text"] = self.output_text or "".join(self.deltas) or None
-        if self.budgets:
-            inner = self.budgets[-1]
-            fields["budget"] = inner.name
-            fields["budget_spent_usd"] = _log.usd(inner.spent_usd)
-            fields["budget_remaining_usd"] = _log.usd(inner.remaining_usd)
-        return fields
+        total: Decimal | None,
+        charged: Decimal | None,
+    ) -> CallRecord:
+        seen = self.seen
+        served = normalize_tier(seen.served_tier) if seen.served_tier else None
+        requested = self.request.body.get("service_tier")
+        requested = normalize_tier(requested) if isinstance(requested, str) else "default"
+        audio = bool(usage.audio_input_tokens or usage.audio_output_tokens)
+        images = bool(usage.image_input_tokens or usage.image_output_tokens)
+        content = self.config.log_content
+        inner = self.budgets[-1] if self.budgets else None
+        estimate = self.estimate
+        return CallRecord(
+            api=self.api,
+            model=self.model or seen.response_model,
+            response_model=seen.response_model,
+            response_id=seen.response_id,
+            request_id=seen.request_id,
+            stream=self.stream,
+            background=seen.background,
+            service_tier=served,
+            requested_service_tier=requested if served and served != requested else None,
+            outcome=outcome,
+            error_type=_error_type(error),
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_input_tokens=usage.cache_write_input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            web_search_calls=usage.web_search_calls,
+            usage_source=source,
+            usage_problem=seen.usage_problem,
+            estimated_input_tokens=None if estimate is None else estimate.input_tokens,
+            estimated_cost_usd=None if estimate is None else estimate.cost_usd,
+            estimate_complete=True if estimate is None else estimate.complete,
+            cost_usd=total,
+            input_cost_usd=cost.input_usd if cost else None,
+            cached_input_cost_usd=cost.cached_input_usd if cost else None,
+            cache_write_cost_usd=cost.cache_write_usd if cost else None,
+            output_cost_usd=cost.output_usd if cost else None,
+            tool_cost_usd=cost.tool_usd if cost else None,
+            price_source=cost.price_source if cost else None,
+            priced_as=cost.priced_as if cost else None,
+            price_status=price_status,
+            duration_ms=int((time.perf_counter() - self.started) * 1000),
+            tags=dict(self.tags),
+            audio_input_tokens=usage.audio_input_tokens if audio else None,
+            audio_output_tokens=usage.audio_output_tokens if audio else None,
+            audio_input_cost_usd=cost.audio_input_usd if audio and cost else None,
+            audio_output_cost_usd=cost.audio_output_usd if audio and cost else None,
+            image_input_tokens=usage.image_input_tokens if images else None,
+            image_output_tokens=usage.image_output_tokens if images else None,
+            images=usage.images or None,
+            audio_seconds=usage.audio_seconds or None,
+            input_characters=usage.input_characters or None,
+            budget=inner.name if inner else None,
+            budget_spent_usd=inner.spent_usd if inner else None,
+            budget_remaining_usd=inner.remaining_usd if inner else None,
+            charged_usd=charged if inner else None,
+            request_content=(
+                {
+                    k: self.request.body[k]
+                    for k in ("instructions", "input", "messages", "prompt")
+                    if k in self.request.body
+                }
+                if content
+                else None
+            ),
+            output_text=(("".join(seen.deltas) or seen.final_text()) if content else None),
+        )
 
     # -- internal-error containment ----------------------------------------------------------
     def _guard(self, stage: str) -> _Guard:
         return _Guard(self, stage)
+
+
+def _with_exact(request: Request, tokens: int) -> Request:
+    return replace(request, exact_input_tokens=tokens)
+
+
+class _Lost(Exception):
+    """An attempt whose response was lost (recorded, not raised); named after its error."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _IncompleteStreamError(Exception):
+    """The server ended a stream cleanly but before its terminal event (recorded, not raised)."""
+
+
+_IncompleteStreamError.__name__ = "IncompleteStream"
 
 
 class _Guard:
@@ -752,7 +695,7 @@ class _Guard:
             return False
         if _strict:
             return False
-        report_internal_error(exc, self.stage, self.call.route.api, self.call.model)
+        report_internal_error(exc, self.stage, self.call.api, self.call.model)
         return True
 
 
@@ -780,24 +723,15 @@ _CANCELLATIONS: tuple[type[BaseException], ...] = (
 )
 
 
+def _error_type(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return error.name if isinstance(error, _Lost) else type(error).__name__
+
+
 def _usage_only(item: Any) -> bool:
     """The extra Chat chunk ``include_usage`` adds: no choices, only usage."""
     return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
-
-
-def _output_text(response: Any) -> str | None:
-    """The text a Responses or Chat response produced (for opt-in content logging)."""
-    parts: list[str] = []
-    for item in _get(response, "output") or ():
-        for content in _get(item, "content") or ():
-            text = _get(content, "text")
-            if isinstance(text, str):
-                parts.append(text)
-    for choice in _get(response, "choices") or ():
-        text = _get(_get(choice, "message"), "content")
-        if isinstance(text, str):
-            parts.append(text)
-    return "".join(parts) or None
 
 
 def _vaguer(name: str, than: str) -> bool:

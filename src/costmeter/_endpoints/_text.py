@@ -1,0 +1,57 @@
+"""
+The token-priced text endpoints' shared worst case: Responses, Chat, embeddings (and the like).
+
+Before sending, the input is counted locally (or taken from the server's free count) and the
+worst case priced at the dearest rate the request can be billed at. The price of the request's
+model is looked up at the requested tier, falling back to the standard tier when the source
+publishes none for that tier.
+"""
+
+from __future__ import annotations
+
+from costmeter._endpoints import Endpoint, Request, Reserve
+from costmeter._errors import CostmeterError, UnknownModelError
+from costmeter._pricing import ModelPrice, normalize_tier, price_of
+
+__all__ = ["TextEndpoint", "requested_price"]
+
+
+def requested_price(request: Request, tier: str | None) -> ModelPrice | None:
+    """
+    The price of the request's model at *tier* (``None``: the standard tier), trying the Azure
+    deployment's mapped model first; at an unknown tier, the standard price; ``None`` if unknown.
+    """
+    tier = tier if tier is not None and normalize_tier(tier) != "default" else None
+    for model in request.price_models():
+        try:
+            return price_of(model, service_tier=tier)
+        except UnknownModelError:
+            if tier is not None:
+                try:
+                    return price_of(model)
+                except UnknownModelError:
+                    pass
+        except CostmeterError:
+            return None
+    return None
+
+
+class TextEndpoint(Endpoint):
+    """A token-priced endpoint whose usage comes in the Responses or Chat shape."""
+
+    def estimate(self, request: Request) -> Reserve:
+        from costmeter._estimate import (  # noqa: PLC0415  (tokenizer loads on first call only)
+            count_request_input,
+            reserve_usd,
+        )
+
+        model = request.model or ""
+        reasons: tuple[str, ...] = ()
+        if request.exact_input_tokens is not None:  # the server's count: no local tokenizing
+            tokens, complete = request.exact_input_tokens, True
+        else:
+            tokens, complete, reasons = count_request_input(self.api, request.body, model)
+        cost = reserve_usd(
+            self.api, request.body, model, tokens, lambda tier: requested_price(request, tier)
+        )
+        return Reserve(cost, tokens, complete, reasons)
