@@ -200,6 +200,7 @@ class FilesUploadEndpoint(Endpoint):
 
     api = "files.upload"
     billed: ClassVar[bool] = False  # the core emits no event and reserves nothing
+    needs_model: ClassVar[bool] = False
     paths = (("post", r"/files"),)
 
     def estimate(self, request: Request) -> Reserve:
@@ -212,8 +213,12 @@ class FilesUploadEndpoint(Endpoint):
             seen.response_id = file_id
         seen.take_status("completed")
 
-    def fallback_usage(self, request: Request, seen: Observation, estimated_input: int) -> Usage:
+    def finished(self, request: Request, seen: Observation) -> None:
+        """The upload succeeded: remember its lines' worst case under the new file id."""
         remember_upload(request, seen)
+
+    def fallback_usage(self, request: Request, seen: Observation, estimated_input: int) -> Usage:
+        remember_upload(request, seen)  # for a core that bills (and logs) unbilled routes
         return Usage()
 
     def price(self, model: str, usage: Usage, request: Request, service_tier: str | None) -> Cost:
@@ -263,6 +268,7 @@ class BatchesEndpoint(Endpoint):
     """``POST /batches`` creates a pending call; retrieve/cancel finish it (see the module)."""
 
     api = "batches"
+    needs_model: ClassVar[bool] = False  # the model is in the input file's lines
     paths = (("post", r"/batches"),)
     lookups = (("get", r"/batches/([^/]+)"), ("post", r"/batches/([^/]+)/cancel"))
 
