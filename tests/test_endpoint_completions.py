@@ -20,7 +20,7 @@ import costmeter
 from costmeter._endpoints import Request
 from costmeter._endpoints.completions import CompletionsEndpoint
 from costmeter._observe import Observation
-from costmeter.testing import FakeOpenAI
+from costmeter.testing import OMIT, FakeOpenAI
 
 from . import endpoint_fixtures
 from .endpoint_fixtures import client_kwargs
@@ -98,10 +98,36 @@ class TestMetered:
             ):
                 pass
         [event] = calls(logs)
-        if event["usage_source"] == "estimated":  # the client did not add include_usage
-            # "The quick brown" is 3 cl100k tokens; input as estimated: 5
-            assert (event["input_tokens"], event["output_tokens"]) == (5, 3)
+        assert event["usage_source"] == "estimated"
+        # "The quick brown" is 3 cl100k tokens; input as estimated: 5
+        assert (event["input_tokens"], event["output_tokens"]) == (5, 3)
         assert money(event["cost_usd"]) == (5 + 3) * DAVINCI / MILLION
+
+    def test_usage_missing_with_echo_bills_only_the_generated_text(
+        self, client: costmeter.OpenAI, server: FakeOpenAI
+    ) -> None:
+        server.usage_override_next(OMIT, path="/v1/completions")
+        with capture_logs() as logs:
+            response = client.completions.create(**PLAIN, echo=True)
+        assert response.choices[0].text.startswith("Say this is a test")
+        [event] = calls(logs)
+        assert event["usage_source"] == "estimated"
+        # the text is the 5-token prompt + 7 generated tokens; the echoed prompt is not output
+        assert (event["input_tokens"], event["output_tokens"]) == (5, 7)
+        assert money(event["cost_usd"]) == PLAIN_COST
+
+    def test_with_streaming_response(self, client: costmeter.OpenAI) -> None:
+        with (
+            capture_logs() as logs,
+            client.completions.with_streaming_response.create(
+                **PLAIN, stream=True, stream_options={"include_usage": True}
+            ) as response,
+        ):
+            lines = list(response.iter_lines())
+        assert any(line.startswith("data: ") for line in lines)
+        [event] = calls(logs)
+        assert event["usage_source"] == "reported"
+        assert money(event["cost_usd"]) == PLAIN_COST
 
     def test_with_raw_response(self, client: costmeter.OpenAI) -> None:
         with capture_logs() as logs:
