@@ -150,3 +150,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for line in findings[:50]:
                 reporter.write_line(line)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- a shared loopback API -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", name="server")
+def _server() -> Iterator[Any]:
+    """One FakeOpenAI loopback server per test module."""
+    from costmeter.testing import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(name="fake")
+def _fake(server: Any) -> Iterator[Any]:
+    """The module's server, reset for this test; it must end with no errors and no faults left."""
+    server.reset()
+    yield server
+    assert [] == server.errors
+    assert 0 == server.pending_faults

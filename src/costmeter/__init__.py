@@ -17,6 +17,7 @@ from costmeter._errors import (
     LedgerError,
     PricingError,
     UnknownModelError,
+    UnpricedRequestError,
 )
 from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
 from costmeter._instrument import instrument
@@ -25,6 +26,7 @@ from costmeter._meter import set_strict
 from costmeter._pricing import (
     Cost,
     ModelPrice,
+    UnpricedTokensError,
     clear_price_overrides,
     cost_of,
     price_of,
@@ -55,6 +57,8 @@ __all__ = [
     "OpenAI",
     "PricingError",
     "UnknownModelError",
+    "UnpricedRequestError",
+    "UnpricedTokensError",
     "Usage",
     "UsageError",
     "__version__",

@@ -129,8 +129,7 @@ class _Reader:
             self.body = []
 
     def feed(self, chunk: bytes) -> None:
-        data = self.decoder.decode(chunk) if self.decoder is not None else chunk
-        self._take(data)
+        self._take(chunk if self.decoder is None else _joined(self.decoder.decode(chunk)))
 
     def _take(self, data: bytes) -> None:
         if self.body is not None:
@@ -147,7 +146,7 @@ class _Reader:
 
     def close(self) -> None:
         if self.decoder is not None:
-            self._take(self.decoder.flush())
+            self._take(_joined(self.decoder.flush()))
         if self.body is not None:
             self._observe(b"".join(self.body))
         elif self.sse is not None:
@@ -161,6 +160,11 @@ class _Reader:
         except ValueError:
             return  # not JSON (a malformed or binary body): nothing to bill from it
         self.call.observe(parsed)
+
+
+def _joined(decoded: Any) -> bytes:
+    """httpx 0.x decoders return bytes; httpx2's yield them."""
+    return decoded if isinstance(decoded, bytes) else b"".join(decoded)
 
 
 def _content_decoder(library: Any, encoding: str) -> Any:

@@ -51,6 +51,7 @@ import socketserver
 import struct
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -422,8 +423,9 @@ class FakeOpenAI:
 
     Per-request knobs are request headers, so they work through ``extra_headers``:
     ``x-fake-output-tokens``, ``x-fake-reasoning-tokens``, ``x-fake-cached-tokens``,
-    ``x-fake-deltas`` (number of text deltas in a stream) and ``x-fake-delay-ms`` (hold the
-    response that long, like a slow network).
+    ``x-fake-deltas`` (number of text deltas in a stream), ``x-fake-delay-ms`` (hold the
+    response that long, like a slow network) and ``x-fake-gzip: 1`` (gzip-encode the body,
+    like a proxy).
 
     Scripted faults (``fail_next``, ``reset_next``, ``cut_stream_next``, ...) queue up and apply to
     the next matching request(s); by default "matching" means a POST to a billed endpoint
@@ -1652,6 +1654,12 @@ class _Handler(BaseHTTPRequestHandler):
             lines.append(f"{key}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
+    def _gzip(self) -> zlib._Compress | None:
+        """A gzip stream when the request asked for it (``x-fake-gzip: 1``), like a proxy would."""
+        if self.request_headers.get("x-fake-gzip") != "1":
+            return None
+        return zlib.compressobj(wbits=31)
+
     def send_raw(
         self,
         status: int,
@@ -1659,6 +1667,10 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        gzip = self._gzip()
+        if gzip is not None:
+            data = gzip.compress(data) + gzip.flush()
+            headers = {**(headers or {}), "content-encoding": "gzip"}
         head = self._head(status, headers, content_type, f"content-length: {len(data)}")
         self.wfile.write(head + data)
 
@@ -1680,6 +1692,11 @@ class _Handler(BaseHTTPRequestHandler):
         cut: bool = False,
     ) -> None:
         """Send SSE *frames* chunked; ``cut`` closes without the terminating chunk."""
+        gzip = self._gzip()
+        if gzip is not None:
+            frames = [gzip.compress(f) + gzip.flush(zlib.Z_SYNC_FLUSH) for f in frames]
+            frames.append(gzip.flush())
+            headers = {**(headers or {}), "content-encoding": "gzip"}
         head = self._head(
             status,
             {"cache-control": "no-cache", **(headers or {})},
