@@ -24,10 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from costmeter._endpoints import Endpoint, Request, Reserve
-from costmeter._errors import CostmeterError, UnknownModelError
+from costmeter._endpoints._text import requested_price
 from costmeter._money import money_math
 from costmeter._observe import Observation, field_of
-from costmeter._pricing import ModelPrice, normalize_tier, price_of
 from costmeter._usage import Usage
 
 __all__ = ["ENDPOINTS", "CompletionsEndpoint", "output_bound", "prompts_of"]
@@ -87,24 +86,6 @@ def _prompt_tokens(body: Mapping[str, Any], model: str) -> int:
     return total
 
 
-def requested_price(request: Request) -> ModelPrice | None:
-    """
-    The request's model priced at its requested tier (a batch line's is ``"batch"``), else at
-    the standard tier (dearer, so still a true worst case); ``None`` when unpriced.
-    """
-    tier = request.body.get("service_tier")
-    tier = tier if isinstance(tier, str) and normalize_tier(tier) != "default" else None
-    for model in request.price_models():
-        for wanted in (tier, None) if tier else (None,):
-            try:
-                return price_of(model, service_tier=wanted)
-            except UnknownModelError:
-                continue
-            except CostmeterError:
-                return None
-    return None
-
-
 class CompletionsEndpoint(Endpoint):
     """``POST /completions``: priced per token like Chat, with its own prompt and bound rules."""
 
@@ -120,7 +101,9 @@ class CompletionsEndpoint(Endpoint):
         unreadable = any(p == [] for p in prompts_of(request.body))
         if unreadable:
             reasons = (*reasons, "prompt_not_text_or_tokens")
-        price = requested_price(request)
+        # at the requested tier (a batch line's is "batch"), else at the dearer standard rates
+        tier = request.body.get("service_tier")
+        price = requested_price(request, tier if isinstance(tier, str) else None)
         if price is None:
             return Reserve(None, input_tokens, complete=not reasons, reasons=reasons)
         with money_math():
