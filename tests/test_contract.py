@@ -238,25 +238,37 @@ def test_resource_properties_we_extend(client_cls: type) -> None:
     ``responses`` and ``beta`` are functools.cached_property on the clients (we wrap them to warn
     on ``connect()``), and the resources still have ``connect``.
     """
-    for name in ("responses", "beta"):
+    for name in ("responses", "realtime", "beta"):
         assert isinstance(vars(client_cls)[name], functools.cached_property), _broken(
             f"{client_cls.__name__}.{name}", "_clients._Options"
         )
     for resource in (Responses, AsyncResponses):
         assert callable(getattr(resource, "connect", None)), _broken(
-            f"{resource.__name__}.connect", "_clients._warn_on_connect"
+            f"{resource.__name__}.connect", "_clients._guard_connect"
         )
 
 
 class TestWebSocketConnect:
     """
-    ``responses.connect()`` speaks WebSocket, never ``request()``: it cannot be metered there, so
-    the metered clients say so once per process instead of staying silent.
+    ``responses.connect()`` and ``realtime.connect()`` speak WebSocket, never ``request()``: they
+    are not metered, so the metered clients refuse them inside a budget and say so once per
+    process outside one.
     """
 
     @pytest.fixture(autouse=True)
     def _not_yet_warned(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(costmeter._clients, "_connect_warned", False)
+        monkeypatch.setattr(costmeter._clients, "_connect_warned", set())
+
+    def test_refused_inside_a_budget(self) -> None:
+        """A WebSocket session's spend cannot be held against a budget: connect() is refused."""
+        client = costmeter.OpenAI(api_key="contract-key", base_url="https://api.openai.test/v1")
+
+        with costmeter.budget("1"), pytest.raises(costmeter.UnpricedRequestError, match="realtime"):
+            client.realtime.connect(model="gpt-realtime")
+        with costmeter.budget("1"), pytest.raises(costmeter.UnpricedRequestError):
+            client.responses.connect()
+        with costmeter.budget("1", allow_unpriced=True):
+            client.realtime.connect(model="gpt-realtime")
 
     def test_warns_once_without_connecting(self) -> None:
         """The first connect() warns; later ones, beta's and copies' do not. No socket opens."""
@@ -270,7 +282,7 @@ class TestWebSocketConnect:
 
         assert isinstance(manager, ResponsesConnectionManager)
         [warning] = logs
-        assert ("costmeter.warning", "websocket_not_metered", "responses.connect") == (
+        assert ("costmeter.warning", "websocket_not_metered", "responses.websocket") == (
             warning["event"],
             warning["warning"],
             warning["api"],

@@ -341,3 +341,30 @@ class TestMisc:
 
         assert (spent, Decimal(0)) == (budget.spent_usd, budget.reserved_usd)
         assert 1 == fake.calls
+
+
+def test_a_call_from_an_atexit_handler_is_metered(tmp_path: Any) -> None:
+    """A metered call with a large input made while the interpreter shuts down still works."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "at_exit.py"
+    script.write_text(
+        "import atexit, json\n"
+        "import costmeter\n"
+        "from costmeter.testing import FakeOpenAI\n"
+        "from structlog.testing import capture_logs\n"
+        "server = FakeOpenAI().start()\n"
+        "def last_call():\n"
+        "    with capture_logs() as logs:\n"
+        "        client = costmeter.OpenAI(base_url=server.base_url, api_key='sk-x', max_retries=0)\n"
+        "        client.responses.create(model='gpt-4.1-mini', input='word ' * 20000)\n"
+        "    print(json.dumps([e['event'] for e in logs]))\n"
+        "atexit.register(last_call)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert 0 == done.returncode, done.stderr
+    assert '["costmeter.call"]' == done.stdout.strip().splitlines()[-1]

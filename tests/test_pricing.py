@@ -369,6 +369,8 @@ class TestBadInput:
             cost_of("gpt-5", usage)
 
     def test_no_bare_errors(self) -> None:
-        """UsageError is a ConfigurationError and a ValueError, never a bare KeyError/TypeError."""
+        """UsageError is a CostmeterError and a ValueError, never a bare KeyError/TypeError; a
+        bad payload from the server is not a configuration mistake of the caller's."""
         assert issubclass(costmeter.UsageError, ValueError)
-        assert issubclass(costmeter.ConfigurationError, costmeter.CostmeterError)
+        assert issubclass(costmeter.UsageError, costmeter.CostmeterError)
+        assert not issubclass(costmeter.UsageError, costmeter.ConfigurationError)

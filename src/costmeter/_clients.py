@@ -10,15 +10,18 @@ carry the metering options over to the new client.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import openai
 
 from costmeter import _logging as _log
-from costmeter._budget import Budget
+from costmeter._budget import Budget, active_budgets
+from costmeter._errors import UnpricedRequestError
 from costmeter._flow import (
     process_response_failed,
     request_async,
@@ -51,79 +54,108 @@ def _config(
     )
 
 
-_connect_warned = False
+_REGIONAL_HOST = re.compile(r"([a-z]{2})\.api\.openai\.com")
+
+
+def region_of(client: Any) -> str | None:
+    """
+    The data-residency region a client's requests are processed (and billed) in: its host
+    ``eu.api.openai.com`` (``data_residency="eu"`` resolves to it) → ``"eu"``; ``None`` for
+    the global host or any other (a proxy, Azure).
+    """
+    base_url = getattr(client, "base_url", None)
+    found = _REGIONAL_HOST.fullmatch(str(getattr(base_url, "host", "") or ""))
+    return found.group(1) if found else None
+
+
+_connect_warned: set[str] = set()
 _connect_lock = threading.Lock()
 
 
-def _warn_websocket_once() -> None:
+def _warn_websocket_once(api: str) -> None:
     """
-    One ``costmeter.warning`` per process the first time ``responses.connect()`` is used.
+    One ``costmeter.warning`` per process and API the first time a WebSocket session opens.
 
     The WebSocket path sends no HTTP request, so ``request()`` never sees it: its responses are
-    not metered, not priced and not held against budgets. Saying so once beats silence.
+    not metered or priced. Saying so once beats silence.
     """
-    global _connect_warned  # noqa: PLW0603
     with _connect_lock:
-        if _connect_warned:
+        if api in _connect_warned:
             return
-        _connect_warned = True
+        _connect_warned.add(api)
     _log.emit(
         _log.WARNING,
         {
             "warning": "websocket_not_metered",
-            "api": "responses.connect",
-            "detail": "responses sent over responses.connect() are not metered, priced or "
-            "held against budgets; use responses.create(stream=True) to meter them",
+            "api": api,
+            "detail": f"responses sent over {api}.connect() are not metered or priced; "
+            "inside a budget connect() is refused",
         },
     )
 
 
-def _warn_on_connect(resource: Any) -> Any:
-    """Make *resource*'s ``connect()`` (this client's own resource object) warn once when used."""
+def _guard_connect(resource: Any, api: str, config: MeterConfig) -> Any:
+    """
+    Make *resource*'s ``connect()`` (this client's own resource object) fail closed inside a
+    budget — a WebSocket session's spend cannot be held against it — and warn once outside.
+    """
     connect = getattr(resource, "connect", None)
-    if connect is None or getattr(connect, "_costmeter_warns", False):
+    if connect is None or getattr(connect, "_costmeter_guards", False):
         return resource
 
     @functools.wraps(connect)
-    def warning_connect(*args: Any, **kwargs: Any) -> Any:
-        _warn_websocket_once()
+    def guarded_connect(*args: Any, **kwargs: Any) -> Any:
+        budgets = [*active_budgets(), *([config.budget] if config.budget else [])]
+        if budgets and not all(b.allow_unpriced for b in budgets):
+            raise UnpricedRequestError(api, "costmeter does not meter WebSocket sessions yet")
+        _warn_websocket_once(api)
         return connect(*args, **kwargs)
 
-    warning_connect._costmeter_warns = True  # type: ignore[attr-defined]
-    resource.connect = warning_connect
+    guarded_connect._costmeter_guards = True  # type: ignore[attr-defined]
+    resource.connect = guarded_connect
     return resource
 
 
 class _Options:
-    """Keyword options every metered client accepts on top of the SDK's own."""
+    """Keyword options every metered client accepts on top of the SDK's own (one place)."""
 
     _costmeter: MeterConfig
 
-    def _set_meter(
+    def __init__(
         self,
+        *args: Any,
         budget: Budget | str | int | float | Decimal | None = None,
         include_stream_usage: bool = False,
         exact_input_tokens: bool = False,
         log_content: bool = False,
         deployments: Mapping[str, str] | None = None,
-        azure: bool = False,
+        **kwargs: Any,
     ) -> None:
-        self._costmeter = _config(
+        super().__init__(*args, **kwargs)
+        azure = isinstance(self, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
+        config = _config(
             budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure
         )
+        self._costmeter = replace(config, region=region_of(self))
 
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's own typed resources
 
         @functools.cached_property
         def responses(self):
-            """The SDK's ``responses``; its WebSocket ``connect()`` warns it is unmetered."""
-            return _warn_on_connect(super().responses)
+            """The SDK's ``responses``; its WebSocket ``connect()`` is guarded (unmetered)."""
+            return _guard_connect(super().responses, "responses.websocket", self._costmeter)
+
+        @functools.cached_property
+        def realtime(self):
+            """The SDK's ``realtime``; its ``connect()`` is guarded like ``responses``'."""
+            return _guard_connect(super().realtime, "realtime", self._costmeter)
 
         @functools.cached_property
         def beta(self):
-            """The SDK's ``beta``; ``beta.responses.connect()`` warns like ``connect()``."""
+            """The SDK's ``beta``; its ``responses``/``realtime`` ``connect()`` are guarded."""
             beta = super().beta
-            _warn_on_connect(beta.responses)
+            _guard_connect(getattr(beta, "responses", None), "responses.websocket", self._costmeter)
+            _guard_connect(getattr(beta, "realtime", None), "realtime", self._costmeter)
             return beta
 
     @property
@@ -133,7 +165,7 @@ class _Options:
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         new = super().copy(*args, **kwargs)  # type: ignore[misc]
-        new._costmeter = self._costmeter
+        new._costmeter = replace(self._costmeter, region=region_of(new))  # base_url may change
         return new
 
     with_options = copy
@@ -193,78 +225,25 @@ class OpenAI(_Sync, openai.OpenAI):
         include_stream_usage: For Chat streams, ask for usage and hide the extra usage-only chunk.
         exact_input_tokens: Use the free input-token count endpoint before Responses calls.
         log_content: Opt in to prompts and outputs in events (never logged otherwise).
+        deployments: Model aliases to price by (``{"my-alias": "gpt-4o-2024-08-06"}``); for
+            Azure clients, deployment name → model.
         *args, **kwargs: Everything ``openai.OpenAI`` accepts.
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
 
 
 class AsyncOpenAI(_Async, openai.AsyncOpenAI):
     """``openai.AsyncOpenAI``, metered; options as for `OpenAI`."""
 
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(budget, include_stream_usage, exact_input_tokens, log_content)
-
 
 class AzureOpenAI(_Sync, openai.AzureOpenAI):
     """
-    ``openai.AzureOpenAI``, metered.
+    ``openai.AzureOpenAI``, metered; options as for `OpenAI`.
 
-    Args:
-        deployments: Deployment name → model (``{"prod-chat": "gpt-4o-2024-08-06"}``). Azure's
-            request ``model`` is a deployment name and its responses may name an undated family
-            (``gpt-4``); a mapped deployment is always priced as the mapped model.
+    *deployments* maps deployment names to models (``{"prod-chat": "gpt-4o-2024-08-06"}``):
+    Azure's request ``model`` is a deployment name and its responses may name an undated family
+    (``gpt-4``); a mapped deployment is always priced as the mapped model.
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        deployments: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(
-            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
-        )
 
 
 class AsyncAzureOpenAI(_Async, openai.AsyncAzureOpenAI):
     """``openai.AsyncAzureOpenAI``, metered; options as for `AzureOpenAI`."""
-
-    def __init__(
-        self,
-        *args: Any,
-        budget: Budget | str | int | float | Decimal | None = None,
-        include_stream_usage: bool = False,
-        exact_input_tokens: bool = False,
-        log_content: bool = False,
-        deployments: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._set_meter(
-            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure=True
-        )

@@ -11,6 +11,8 @@ never catch (and retry) a budget refusal.
     + UnpricedRequestError  inside a budget, a request costmeter cannot price: an endpoint it does
                           not meter yet, or one whose worst case could not be estimated; NOT sent
   x ConfigurationError    invalid arguments to costmeter itself (also a ``ValueError``)
+  x UsageError            a usage payload that cannot be billed (also a ``ValueError``; defined
+                          in ``costmeter._usage``)
   x LedgerError           a persistent budget ledger could not be reached in time
 """
 

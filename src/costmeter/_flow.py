@@ -32,7 +32,7 @@ from costmeter import _logging as _log
 from costmeter._endpoints import FilePart, Request, endpoint_for, unmetered_api
 from costmeter._errors import UnpricedRequestError
 from costmeter._meter import CURRENT, Call, MeterConfig, report_internal_error, strict
-from costmeter._streams import is_response, metered_stream_cls, tap
+from costmeter._streams import is_response, metered_stream_cls, observe_read_body, tap
 
 __all__ = [
     "process_response_failed",
@@ -309,7 +309,8 @@ def _unmetered(method: str, path: str) -> None:
 
 
 def _files(options: Any) -> tuple[FilePart, ...]:
-    """The uploaded files of a multipart request, where their bytes are at hand."""
+    """The uploaded files of a multipart request, where their bytes can be read without
+    consuming what the SDK is about to send (bytes, ``BytesIO``, a seekable open file)."""
     parts: list[FilePart] = []
     for name, value in options.files or ():
         filename, content, content_type = None, value, None
@@ -317,13 +318,27 @@ def _files(options: Any) -> tuple[FilePart, ...]:
             filename = value[0] if len(value) > 0 else None
             content = value[1] if len(value) > 1 else None
             content_type = value[2] if len(value) > 2 else None
-        data = content if isinstance(content, bytes) else None
-        if data is None and hasattr(content, "getvalue"):
-            data = content.getvalue()  # BytesIO: readable without consuming it
-        parts.append(
-            FilePart(str(name), filename, data if isinstance(data, bytes) else None, content_type)
-        )
+        parts.append(FilePart(str(name), filename, _peek(content), content_type))
     return tuple(parts)
+
+
+def _peek(content: Any) -> bytes | None:
+    if isinstance(content, bytes):
+        return content
+    if hasattr(content, "getvalue"):
+        data = content.getvalue()
+        return data if isinstance(data, bytes) else None
+    try:
+        if content.seekable():
+            position = content.tell()
+            try:
+                data = content.read()
+            finally:
+                content.seek(position)
+            return data if isinstance(data, bytes) else None
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
 
 
 def _count_options(body: dict[str, Any], options: Any) -> FinalRequestOptions:
@@ -356,15 +371,22 @@ def _after(call: Call, result: Any, raw: bool) -> Any:
     """Observe what ``request()`` returned; finish unless a stream or unread body remains."""
     http: Any = getattr(result, "http_response", None) if raw else None
     if is_response(http):
-        if hasattr(http, "_content"):  # body already read: plain JSON (decoded)
-            _observe_json(call, http.content)
+        if hasattr(http, "_content"):  # body already read (decoded): JSON or SSE
+            observe_read_body(http, call)
             call.finish()
         else:  # the caller reads it (iter_lines, parse, json...): tap the bytes
             tap(http, call, parse=True)
         return result
-    if call.stream and is_response(getattr(result, "response", None)):
+    body: Any = getattr(result, "response", None)
+    if call.stream and is_response(body):
         return result  # our stream class taps and observes it
     call.observe(result)
+    if (  # a binary result read whole: a speech stream's events carry its usage
+        is_response(body)
+        and hasattr(body, "_content")
+        and "text/event-stream" in body.headers.get("content-type", "")
+    ):
+        observe_read_body(body, call)
     call.finish()
     return result
 

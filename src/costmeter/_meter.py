@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures.thread  # noqa: F401  (see below)
 import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -82,6 +84,10 @@ _NOT_SENT = frozenset(
         "InvalidURL",
     }
 )
+# tiktoken imports ``concurrent.futures.thread``, whose import registers a shutdown hook and so
+# fails during interpreter shutdown: imported here, a metered call made from an ``atexit``
+# handler (the tokenizer's first use) still works.
+
 _OUTCOME_OF_STATUS = {"incomplete": "incomplete", "failed": "failed", "cancelled": "cancelled"}
 _strict = False
 #: The call whose request is being sent in this context (set by the flow around the SDK's
@@ -124,6 +130,8 @@ class MeterConfig:
         deployments: Azure deployment name → model, for pricing.
         log_content: Add prompts and outputs to events (off: never logged by default).
         azure: The client is an Azure client: request models are deployment names.
+        region: The data-residency region of the client's host (``eu.api.openai.com`` → ``eu``),
+            whose requests OpenAI bills with a `REGIONAL_UPLIFT`; ``None`` for the global host.
     """
 
     budget: Budget | None = None
@@ -132,6 +140,11 @@ class MeterConfig:
     deployments: Mapping[str, str] = field(default_factory=dict)
     log_content: bool = False
     azure: bool = False
+    region: str | None = None
+
+
+#: Regional processing (data residency) costs 10% more than the global endpoint.
+REGIONAL_UPLIFT = Decimal("1.1")
 
 
 class _Registry:
@@ -179,6 +192,8 @@ class _Registry:
 
 
 registry = _Registry()
+if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() stays held
+    os.register_at_fork(after_in_child=registry.reset_after_fork)
 
 
 @atexit.register
@@ -274,7 +289,7 @@ class Call:
         if exact_input_tokens is not None:
             self.request = _with_exact(self.request, exact_input_tokens)
         try:
-            self.estimate = self.endpoint.estimate(self.request)
+            self.estimate = _uplifted(self.endpoint.estimate(self.request), self.config.region)
         except Exception as exc:
             if self.budgets and not all(b.allow_unpriced for b in self.budgets):
                 raise UnpricedRequestError(
@@ -351,8 +366,12 @@ class Call:
     # -- while receiving ---------------------------------------------------------------------
     def observe(self, obj: Any) -> None:
         """Take what matters for billing from a response object, stream event or JSON dict."""
-        with self._guard("observe"):
+        try:  # once per stream event: no guard object
             self.endpoint.observe(self.seen, obj)
+        except Exception as exc:
+            if _strict:
+                raise
+            report_internal_error(exc, "observe", self.api, self.model)
 
     def stream_next(self) -> None:
         """The SDK's stream generator is being advanced (its own body close is not an exit)."""
@@ -551,9 +570,20 @@ class Call:
             requested = self.request.body.get("service_tier")
             tier = requested if isinstance(requested, str) else None
         unmapped = self.config.azure and self.model not in self.config.deployments
+        status = "ok"
         try:
             with money_math():
-                cost = self.endpoint.price(model, usage, self.request, tier)
+                try:
+                    cost = self.endpoint.price(model, usage, self.request, tier)
+                except UnknownModelError:
+                    if tier is None or normalize_tier(tier) == "default":
+                        raise
+                    # A tier no price source knows (a new one, say ``ultrafast``): the dearest
+                    # tier the model has a price for, never nothing.
+                    cost = self._dearest_tier(model, usage)
+                    status = "unknown_tier"
+                if self.config.region is not None:
+                    cost = _scaled(cost, REGIONAL_UPLIFT)
         except UnknownModelError:
             # Azure: the request names a deployment, which only ``deployments=`` can price.
             return None, "unmapped_deployment" if unmapped else "unknown_model"
@@ -569,7 +599,16 @@ class Call:
             # Azure named only a family (``gpt-4``, ``gpt-35-turbo``, ``ada``): its versions
             # differ in price, so this one is a best guess until the deployment is mapped.
             return cost, "undated_model"
-        return cost, "ok"
+        return cost, status
+
+    def _dearest_tier(self, model: str, usage: Usage) -> Cost:
+        costs = []
+        for tier in ("priority", None):
+            with contextlib.suppress(UnknownModelError):
+                costs.append(self.endpoint.price(model, usage, self.request, tier))
+        if not costs:
+            raise UnknownModelError(model, ("all price sources",))
+        return max(costs, key=lambda cost: cost.total_usd)
 
     def _record(
         self,
@@ -588,6 +627,12 @@ class Call:
         requested = normalize_tier(requested) if isinstance(requested, str) else "default"
         audio = bool(usage.audio_input_tokens or usage.audio_output_tokens)
         images = bool(usage.image_input_tokens or usage.image_output_tokens)
+        tools = bool(
+            usage.file_search_calls
+            or usage.container_sessions
+            or usage.image_gen_input_tokens
+            or usage.image_gen_output_tokens
+        )
         content = self.config.log_content
         inner = self.budgets[-1] if self.budgets else None
         estimate = self.estimate
@@ -634,6 +679,11 @@ class Call:
             images=usage.images or None,
             audio_seconds=usage.audio_seconds or None,
             input_characters=usage.input_characters or None,
+            file_search_calls=usage.file_search_calls if tools else None,
+            container_sessions=usage.container_sessions if tools else None,
+            image_gen_input_tokens=usage.image_gen_input_tokens if tools else None,
+            image_gen_output_tokens=usage.image_gen_output_tokens if tools else None,
+            region=self.config.region,
             budget=inner.name if inner else None,
             budget_spent_usd=inner.spent_usd if inner else None,
             budget_remaining_usd=inner.remaining_usd if inner else None,
@@ -653,6 +703,23 @@ class Call:
     # -- internal-error containment ----------------------------------------------------------
     def _guard(self, stage: str) -> _Guard:
         return _Guard(self, stage)
+
+
+def _uplifted(reserve: Reserve, region: str | None) -> Reserve:
+    if region is None or reserve.cost_usd is None:
+        return reserve
+    with money_math():
+        return replace(reserve, cost_usd=reserve.cost_usd * REGIONAL_UPLIFT)
+
+
+def _scaled(cost: Cost, factor: Decimal) -> Cost:
+    """*cost* with every money part multiplied by *factor* (the regional uplift)."""
+    parts = {
+        name: getattr(cost, name) * factor
+        for name in cost.__slots__
+        if name.endswith("_usd") and isinstance(getattr(cost, name), Decimal)
+    }
+    return replace(cost, **parts)
 
 
 def _with_exact(request: Request, tokens: int) -> Request:

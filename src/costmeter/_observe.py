@@ -9,10 +9,9 @@ endpoints with other shapes (images, audio, batches) call `take_usage` and the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from costmeter._usage import Usage, UsageError, usage_from
+from costmeter._usage import Usage, UsageError, field_of, usage_from
 
 __all__ = ["TERMINAL_STATUSES", "Observation", "field_of"]
 
@@ -22,23 +21,6 @@ _TERMINAL_EVENTS = frozenset(
 )
 _STARTED_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
 _RESPONSE_OBJECTS = frozenset({"response", "response.compaction"})
-
-
-def field_of(obj: Any, key: str) -> Any:
-    """*key* of a JSON dict or an SDK model; ``None`` when absent (without raising inside
-    pydantic: absent attributes of SDK models are looked up in ``__dict__`` first)."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    values = getattr(obj, "__dict__", None)
-    if values is not None:
-        if key in values:
-            return values[key]
-        extra = getattr(obj, "__pydantic_extra__", None)
-        if isinstance(extra, dict):  # an SDK model: fields absent from both are absent
-            return extra.get(key)
-    return getattr(obj, key, None)
 
 
 class Observation:

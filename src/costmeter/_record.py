@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["CallRecord", "schema"]
+__all__ = ["CallRecord", "markdown_rows", "schema"]
 
 
 def _f(doc: str, kind: str, *, when: str | None = None, default: Any = None) -> Any:
@@ -25,7 +25,11 @@ def _f(doc: str, kind: str, *, when: str | None = None, default: Any = None) -> 
 class CallRecord:
     """One billed API call, as logged (see the module docstring)."""
 
-    api: str = _f("the endpoint (`responses`, `chat.completions`, `embeddings`, ...)", "str")
+    api: str = _f(
+        "the endpoint (`responses`, `chat.completions`, `embeddings`, `audio.speech`, ...: see"
+        ' "Endpoints and what they bill")',
+        "str",
+    )
     model: str | None = _f("the model the request asked for", "str \\| null")
     response_model: str | None = _f(
         "the model the response names (usually a dated snapshot)", "str \\| null"
@@ -84,7 +88,10 @@ class CallRecord:
     cached_input_cost_usd: Decimal | None = _f("cached input part", "number \\| null")
     cache_write_cost_usd: Decimal | None = _f("cache-write part", "number \\| null")
     output_cost_usd: Decimal | None = _f("output part (reasoning included)", "number \\| null")
-    tool_cost_usd: Decimal | None = _f("tool fees (web search calls)", "number \\| null")
+    tool_cost_usd: Decimal | None = _f(
+        "hosted-tool fees (web search, file search, containers, image generation)",
+        "number \\| null",
+    )
     price_source: str | None = _f(
         "`override`, `file:<path>`, `genai-prices`, `tokencost` or an endpoint's table",
         "str \\| null",
@@ -125,6 +132,32 @@ class CallRecord:
         "audio billed by duration, in seconds", "number", when="billed by duration"
     )
     input_characters: int | None = _f("input characters", "int", when="priced per character")
+    file_search_calls: int | None = _f(
+        "hosted file-search calls ($2.50 per 1,000, in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    container_sessions: int | None = _f(
+        "code interpreter / shell container sessions (in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    image_gen_input_tokens: int | None = _f(
+        "tokens the image-generation tool read (in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    image_gen_output_tokens: int | None = _f(
+        "tokens the image-generation tool wrote (in `tool_cost_usd`)",
+        "int",
+        when="hosted tools were billed",
+    )
+    region: str | None = _f(
+        "the data-residency region the client's host bills in (`eu`, `us`, `jp`, ...; "
+        "+10% on the cost)",
+        "str",
+        when="the client uses a regional host",
+    )
     budget: str | None = _f("the innermost budget's name", "str", when="inside a budget")
     budget_spent_usd: Decimal | None = _f(
         "what that budget has spent, this call included", "number", when="inside a budget"
@@ -183,3 +216,9 @@ def schema() -> tuple[tuple[str, str, str], ...]:
     return tuple(
         (s.name, s.kind, f"only when {s.when}: {s.doc}" if s.when else s.doc) for s in _FIELDS
     )
+
+
+def markdown_rows() -> str:
+    """The README's schema table rows (regenerate with
+    ``python -c "from costmeter._record import markdown_rows; print(markdown_rows())"``)."""
+    return "\n".join(f"| `{key}` | {kind} | {doc} |" for key, kind, doc in schema())

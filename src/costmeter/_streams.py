@@ -23,7 +23,7 @@ from typing import Any
 
 from costmeter._meter import Call, current_call, report_internal_error, strict
 
-__all__ = ["is_response", "metered_stream_cls", "tap"]
+__all__ = ["is_response", "metered_stream_cls", "observe_read_body", "tap"]
 
 _HTTP_LIBRARIES = ("httpx2", "httpx")
 
@@ -38,6 +38,13 @@ def is_response(obj: Any) -> bool:
     """Whether *obj* is an ``httpx2.Response`` or an ``httpx.Response``."""
     library = _library_of(obj)
     return library is not None and isinstance(obj, library.Response)
+
+
+def _watch(stream: Any) -> None:
+    """Find the stream's call in the context the SDK builds it in, and tap its body."""
+    stream._costmeter_call = call = current_call()
+    if call is not None:
+        tap(stream.response, call, parse=False)
 
 
 @functools.cache
@@ -56,9 +63,7 @@ def metered_stream_cls(base: Any) -> Any:
         class _AsyncMetered(base):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
-                self._costmeter_call = current_call()
-                if self._costmeter_call is not None:
-                    tap(self.response, self._costmeter_call, parse=False)
+                _watch(self)
 
             async def __stream__(self) -> AsyncIterator[Any]:
                 call: Call | None = self._costmeter_call
@@ -85,9 +90,7 @@ def metered_stream_cls(base: Any) -> Any:
     class _Metered(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._costmeter_call = current_call()
-            if self._costmeter_call is not None:
-                tap(self.response, self._costmeter_call, parse=False)
+            _watch(self)
 
         def __stream__(self) -> Iterator[Any]:
             call: Call | None = self._costmeter_call
@@ -116,11 +119,12 @@ class _Reader:
 
     __slots__ = ("body", "call", "decoder", "sse")
 
-    def __init__(self, call: Call, library: Any, headers: Any) -> None:
+    def __init__(self, call: Call, library: Any, headers: Any, *, decoded: bool = False) -> None:
         from openai._streaming import SSEDecoder  # noqa: PLC0415
 
         self.call = call
-        self.decoder = _content_decoder(library, headers.get("content-encoding", ""))
+        encoding = "" if decoded else headers.get("content-encoding", "")
+        self.decoder = _content_decoder(library, encoding)
         self.sse: Any = None
         self.body: list[bytes] | None = None
         if "text/event-stream" in headers.get("content-type", ""):
@@ -241,6 +245,13 @@ def _closed(call: Call, reader: _Reader | None) -> None:
             reader.close()
     finally:
         call.body_closed()
+
+
+def observe_read_body(response: Any, call: Call) -> None:
+    """Observe a body the SDK already read (decoded): JSON, or SSE events (speech streams)."""
+    reader = _Reader(call, _library_of(response), response.headers, decoded=True)
+    reader.feed(response.content)
+    reader.close()
 
 
 def tap(response: Any, call: Call, *, parse: bool) -> None:

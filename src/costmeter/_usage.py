@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from costmeter._errors import ConfigurationError
+from costmeter._errors import CostmeterError
 
-__all__ = ["Usage", "UsageError", "usage_from"]
+__all__ = ["Usage", "UsageError", "field_of", "usage_from"]
 
 _ZERO = Decimal(0)
 # Quantities beyond text tokens; events carry them only when non-zero (text events keep their keys).
@@ -28,8 +28,9 @@ _EXTRA_QUANTITIES = (
 )
 
 
-class UsageError(ConfigurationError):
-    """A usage object has fields that cannot be billed (negative, non-integer, inconsistent)."""
+class UsageError(CostmeterError, ValueError):
+    """A usage object has fields that cannot be billed (negative, non-integer, inconsistent):
+    a bad payload, not a bad configuration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,10 @@ class Usage:
         images: Images generated, for models priced per image (dall-e-2/3).
         audio_seconds: Audio duration billed by time (whisper-1, duration usage), in seconds.
         input_characters: Input characters, for models priced per character (tts-1).
+        file_search_calls: Hosted file-search tool calls (a per-call fee).
+        container_sessions: Code interpreter / shell container sessions (a per-session fee).
+        image_gen_input_tokens: Tokens read by the image-generation tool (its model's rates).
+        image_gen_output_tokens: Tokens written by the image-generation tool.
     """
 
     input_tokens: int = 0
@@ -66,6 +71,10 @@ class Usage:
     images: int = 0
     audio_seconds: Decimal = _ZERO
     input_characters: int = 0
+    file_search_calls: int = 0
+    container_sessions: int = 0
+    image_gen_input_tokens: int = 0
+    image_gen_output_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.audio_seconds, Decimal) or not (
@@ -104,17 +113,28 @@ class Usage:
         return self.input_tokens - self.cached_input_tokens - self.cache_write_input_tokens
 
 
-def _get(obj: Any, key: str) -> Any:
-    """Read *key* from a mapping or an attribute of an SDK model; ``None`` when absent."""
+def field_of(obj: Any, key: str) -> Any:
+    """
+    *key* of a JSON dict or an SDK model; ``None`` when absent — without raising inside
+    pydantic: an SDK model's fields are in its ``__dict__`` and extras, so an absent key costs
+    two dict lookups instead of a caught ``AttributeError``.
+    """
     if obj is None:
         return None
     if isinstance(obj, Mapping):
         return obj.get(key)
+    values = getattr(obj, "__dict__", None)
+    if values is not None:
+        if key in values:
+            return values[key]
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if isinstance(extra, dict):  # an SDK model: fields absent from both are absent
+            return extra.get(key)
     return getattr(obj, key, None)
 
 
 def _count(obj: Any, key: str) -> int:
-    value = _get(obj, key)
+    value = field_of(obj, key)
     return 0 if value is None else value
 
 
@@ -128,9 +148,9 @@ def usage_from(usage: object, *, web_search_calls: int = 0) -> Usage:
     """
     if isinstance(usage, Usage):
         return usage
-    if _get(usage, "input_tokens") is not None:  # Responses shape
-        in_details = _get(usage, "input_tokens_details")
-        out_details = _get(usage, "output_tokens_details")
+    if field_of(usage, "input_tokens") is not None:  # Responses shape
+        in_details = field_of(usage, "input_tokens_details")
+        out_details = field_of(usage, "output_tokens_details")
         return Usage(
             input_tokens=_count(usage, "input_tokens"),
             cached_input_tokens=_count(in_details, "cached_tokens"),
@@ -141,9 +161,9 @@ def usage_from(usage: object, *, web_search_calls: int = 0) -> Usage:
             audio_input_tokens=_count(in_details, "audio_tokens"),
             audio_output_tokens=_count(out_details, "audio_tokens"),
         )
-    if _get(usage, "prompt_tokens") is not None:  # Chat Completions / Embeddings shape
-        in_details = _get(usage, "prompt_tokens_details")
-        out_details = _get(usage, "completion_tokens_details")
+    if field_of(usage, "prompt_tokens") is not None:  # Chat Completions / Embeddings shape
+        in_details = field_of(usage, "prompt_tokens_details")
+        out_details = field_of(usage, "completion_tokens_details")
         return Usage(
             input_tokens=_count(usage, "prompt_tokens"),
             cached_input_tokens=_count(in_details, "cached_tokens"),

@@ -171,6 +171,7 @@ _MODULES: tuple[str, ...] = (
     "costmeter._endpoints.responses",
     "costmeter._endpoints.chat",
     "costmeter._endpoints.embeddings",
+    "costmeter._endpoints.audio",
     "costmeter._endpoints.completions",
     "costmeter._endpoints.batches",
 )

@@ -6,15 +6,48 @@ responses billed when a later ``retrieve``/``cancel``/stream replay sees them fi
 
 from __future__ import annotations
 
-from costmeter._endpoints._text import TextEndpoint
+from dataclasses import replace
+from typing import Any
+
+from costmeter._endpoints import Request, Reserve
+from costmeter._endpoints._text import TextEndpoint, requested_price
+from costmeter._endpoints._tools import tool_fees, tool_fees_bound, with_tool_usage
+from costmeter._money import ZERO, money_math
+from costmeter._observe import Observation
+from costmeter._pricing import Cost
+from costmeter._usage import Usage
 
 __all__ = ["ENDPOINTS"]
 
 
 class Responses(TextEndpoint):
+    """Tokens, plus the hosted tools' fees (`costmeter._endpoints._tools`)."""
+
     api = "responses"
     paths = (("post", r"/responses"),)
     lookups = (("get", r"/responses/([^/]+)"), ("post", r"/responses/([^/]+)/cancel"))
+
+    def estimate(self, request: Request) -> Reserve:
+        reserve = super().estimate(request)
+        if reserve.cost_usd is None or not request.body.get("tools"):
+            return reserve
+        price = requested_price(request, None)
+        per_search = ZERO if price is None else price.web_search_per_call
+        with money_math():
+            cost = reserve.cost_usd + tool_fees_bound(request.body, per_search)
+        return replace(reserve, cost_usd=cost)
+
+    def observe(self, seen: Observation, obj: Any) -> None:
+        seen.take(obj)
+        with_tool_usage(seen)
+
+    def price(self, model: str, usage: Usage, request: Request, service_tier: str | None) -> Cost:
+        cost = super().price(model, usage, request, service_tier)
+        fees = tool_fees(usage, request.body)
+        if not fees:
+            return cost
+        with money_math():
+            return replace(cost, tool_usd=cost.tool_usd + fees, total_usd=cost.total_usd + fees)
 
 
 class Compact(TextEndpoint):

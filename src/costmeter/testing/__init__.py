@@ -8,6 +8,8 @@ module of this package that registers its routes with `add_route` (imported here
 
 from __future__ import annotations
 
+from costmeter.testing import _audio  # noqa: F401  (registers the audio routes)
+from costmeter.testing import _batches, _completions  # noqa: F401  (their routes)
 from costmeter.testing._fake import (
     MODEL_SNAPSHOTS,
     OMIT,
@@ -18,9 +20,6 @@ from costmeter.testing._fake import (
     fake_input_tokens,
     sse,
 )
-
-# Endpoint modules: importing them registers their routes.
-from costmeter.testing import _batches, _completions  # noqa: F401  isort: skip
 
 __all__ = [
     "MODEL_SNAPSHOTS",

@@ -422,7 +422,7 @@ class FakeOpenAI:
     (plain and stream, ``stream_options.include_usage``) and ``POST /embeddings``.
 
     Per-request knobs are request headers, so they work through ``extra_headers``:
-    ``x-fake-output-tokens``, ``x-fake-reasoning-tokens``, ``x-fake-cached-tokens``,
+    ``x-fake-input-tokens``, ``x-fake-output-tokens``, ``x-fake-reasoning-tokens``, ``x-fake-cached-tokens``,
     ``x-fake-deltas`` (number of text deltas in a stream), ``x-fake-delay-ms`` (hold the
     response that long, like a slow network) and ``x-fake-gzip: 1`` (gzip-encode the body,
     like a proxy).
@@ -792,6 +792,9 @@ class FakeOpenAI:
             text = _prompt_text(body, endpoint)
             input_tokens = len(text) // 4 + 8
             cached = self._cached_tokens(model, body.get("prompt_cache_key"), text)
+        forced_input = _int_header(headers, "x-fake-input-tokens")
+        if forced_input is not None:
+            input_tokens, cached = forced_input, min(cached, forced_input)
         forced_cache = _int_header(headers, "x-fake-cached-tokens")
         if forced_cache is not None:
             cached = min(forced_cache, input_tokens)
