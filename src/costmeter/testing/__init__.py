@@ -8,8 +8,7 @@ module of this package that registers its routes with `add_route` (imported here
 
 from __future__ import annotations
 
-from costmeter.testing import _audio  # noqa: F401  (registers the audio routes)
-from costmeter.testing import _batches, _completions  # noqa: F401  (their routes)
+from costmeter.testing import _audio, _batches, _completions  # noqa: F401  (register routes)
 from costmeter.testing._fake import (
     MODEL_SNAPSHOTS,
     OMIT,
