@@ -150,6 +150,7 @@ class TestLifecycle:
         assert event["api"] == "batches"
         assert event["response_id"] == batch.id
         assert event["background"] is True
+        assert event["service_tier"] == "batch"
         assert (event["input_tokens"], event["output_tokens"]) == (38, 40)
         assert money(event["cost_usd"]) == CHAT_COST
         assert event["usage_source"] == "reported"
@@ -320,6 +321,15 @@ class TestHooks:
         worst = worst_case_of_file(_jsonl(COMPLETION_LINES))
         assert worst.cost_usd == COMPLETION_RESERVE
         assert (worst.lines, worst.input_tokens, worst.model) == (2, 6, "davinci-002")
+
+    def test_large_file_input_bounded_by_bytes(self) -> None:
+        """Past `count_up_to` bytes, a line's input is bounded by its length, not tokenized."""
+        line_bytes = sum(len(json.dumps(line).encode()) for line in COMPLETION_LINES)
+        worst = worst_case_of_file(_jsonl(COMPLETION_LINES), count_up_to=0)
+        assert worst.input_tokens == line_bytes
+        assert worst.cost_usd == (line_bytes + 10 * 2 * 2) * Decimal(1) / MILLION
+        assert worst.cost_usd > COMPLETION_RESERVE
+        assert worst.reasons == ("input_bounded_by_bytes",)
 
     def test_unmetered_line_makes_the_file_unpriceable(self) -> None:
         lines = [*COMPLETION_LINES, {"url": "/v1/fine_tuning/jobs", "method": "POST", "body": {}}]

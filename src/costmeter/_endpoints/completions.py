@@ -97,7 +97,9 @@ class CompletionsEndpoint(Endpoint):
 
         model = request.model or ""
         reasons = () if request.model else ("no_model",)
-        input_tokens = _prompt_tokens(request.body, model)
+        input_tokens = request.exact_input_tokens
+        if input_tokens is None:
+            input_tokens = _prompt_tokens(request.body, model)
         unreadable = any(p == [] for p in prompts_of(request.body))
         if unreadable:
             reasons = (*reasons, "prompt_not_text_or_tokens")
