@@ -500,11 +500,6 @@ class TestVariation:
         [event] = calls(logs)
         assert Decimal("0.016") == money(event["cost_usd"])
 
-    @pytest.mark.xfail(
-        reason="the core skips estimate and price when the request names no model; "
-        "variations default to dall-e-2 (needs Endpoint.default_model wired in Call)",
-        strict=True,
-    )
     def test_without_model_is_dall_e_2(self, client: costmeter.OpenAI) -> None:
         with capture_logs() as logs:
             client.images.create_variation(image=_image(), n=3)

@@ -235,7 +235,7 @@ class Call:
         self.request = request
         self.config = config
         self.api = endpoint.api
-        self.model = request.model
+        self.model = request.model or endpoint.default_model
         self.lookup = request.lookup_id is not None
         self.stream = request.stream
         self.started = time.perf_counter()
@@ -285,8 +285,10 @@ class Call:
             BudgetExceededError: a budget cannot cover the worst case; do not send.
             UnpricedRequestError: a budget is active and the worst case cannot be bounded.
         """
-        if self.lookup or self.model is None:
-            return  # a lookup bills an earlier call; no model: the API rejects the request
+        if self.lookup or not self.endpoint.billed:
+            return  # a lookup bills an earlier call; an unbilled request reserves nothing
+        if self.model is None and self.endpoint.needs_model:
+            return  # no model: the API rejects the request
         if exact_input_tokens is not None:
             self.request = _with_exact(self.request, exact_input_tokens)
         try:
@@ -308,8 +310,9 @@ class Call:
         if amount is None:
             if not all(b.allow_unpriced for b in self.budgets):
                 _log.emit(_log.BUDGET_EXCEEDED, self._unpriced_refusal())
-                if self.estimate.unpriced is not None:
-                    raise UnpricedRequestError(self.api, self.estimate.unpriced)
+                if self.estimate.unpriced is not None or self.model is None:
+                    reason = self.estimate.unpriced or "no model to price it by"
+                    raise UnpricedRequestError(self.api, reason)
                 raise UnknownModelError(self.model, ("all price sources",))
             amount = ZERO
         self._reserve(amount)
@@ -422,6 +425,11 @@ class Call:
 
     def _finish(self, error: BaseException | None, abandoned: bool) -> None:
         seen = self.seen
+        if not self.endpoint.billed:
+            self.release()
+            if error is None and seen.received:
+                self.endpoint.finished(self.request, seen)
+            return
         if self.lookup:
             self._finish_lookup(error)
             return

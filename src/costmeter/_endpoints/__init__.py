@@ -128,6 +128,13 @@ class Endpoint:
     #: (HTTP method, regex with one group: the id) pairs that look up an earlier call's object
     #: (a background response, a batch): billed once, when the object is seen finished.
     lookups: ClassVar[Sequence[tuple[str, str]]] = ()
+    #: ``False``: a request that costs nothing itself but that an endpoint needs to see (a
+    #: batch's input file upload): no reservation, no event; `finished` runs on success.
+    billed: ClassVar[bool] = True
+    #: ``False``: the request names no model (a batch: its lines do); it is estimated anyway.
+    needs_model: ClassVar[bool] = True
+    #: The model the API uses when the request names none (``images.variation``: dall-e-2).
+    default_model: ClassVar[str | None] = None
 
     def matches(self, method: str, path: str) -> bool:
         return any(m == method and re.fullmatch(p, path) for m, p in self.paths)
@@ -145,6 +152,9 @@ class Endpoint:
     def observe(self, seen: Observation, obj: Any) -> None:
         """Record what matters for billing from one received object (response, event, dict)."""
         seen.take(obj)
+
+    def finished(self, request: Request, seen: Observation) -> None:
+        """An unbilled request (`billed` ``False``) succeeded (default: nothing to do)."""
 
     def fallback_usage(self, request: Request, seen: Observation, estimated_input: int) -> Usage:
         """
@@ -176,6 +186,8 @@ _MODULES: tuple[str, ...] = (
     "costmeter._endpoints.embeddings",
     "costmeter._endpoints.images",
     "costmeter._endpoints.audio",
+    "costmeter._endpoints.completions",
+    "costmeter._endpoints.batches",
 )
 
 #: Requests that bill money but no endpoint module prices yet: (method, path regex) -> api.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import PricingError, UnknownModelError
@@ -308,9 +308,6 @@ def _dalle_worst(key: str, size: str | None, quality: str | None) -> Decimal:
 class _ImagesEndpoint(Endpoint):
     """What the three Images endpoints share: routing aside, they bill the same way."""
 
-    #: The model the API uses when the request names none (``None``: the request must name one).
-    default_model: str | None = None
-
     def _models(self, request: Request) -> tuple[str, ...]:
         models = request.price_models()
         return models or ((self.default_model,) if self.default_model else ())
@@ -523,7 +520,7 @@ class ImageVariationEndpoint(_ImagesEndpoint):
 
     api = "images.variation"
     paths = (("post", r"/images/variations"),)
-    default_model = "dall-e-2"
+    default_model: ClassVar[str | None] = "dall-e-2"
 
 
 ENDPOINTS = (ImageGenerateEndpoint(), ImageEditEndpoint(), ImageVariationEndpoint())

@@ -8,9 +8,11 @@ module of this package that registers its routes with `add_route` (imported here
 
 from __future__ import annotations
 
-from costmeter.testing import (
-    _audio,  # noqa: F401  (registers the audio routes)
-    _images,  # noqa: F401  (registers the Images API routes)
+from costmeter.testing import (  # noqa: F401  (each module registers its routes)
+    _audio,
+    _batches,
+    _completions,
+    _images,
 )
 from costmeter.testing._fake import (
     MODEL_SNAPSHOTS,
