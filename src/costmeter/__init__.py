@@ -20,7 +20,7 @@ from costmeter._errors import (
 )
 from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
 from costmeter._instrument import instrument
-from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys
+from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys  # noqa: F401
 from costmeter._meter import set_strict
 from costmeter._pricing import (
     Cost,
@@ -35,8 +35,6 @@ from costmeter._tokenizer import count_tokens
 from costmeter._usage import Usage, UsageError
 
 __version__ = "0.1.0"
-
-configure_from_env()
 
 __all__ = [
     "AsyncAzureOpenAI",
