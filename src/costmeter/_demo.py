@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import contextlib
+import json
 import os
 import socket
 import sys
