@@ -22,6 +22,7 @@ from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
 from costmeter._instrument import instrument
 from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys  # noqa: F401
 from costmeter._meter import set_strict
+from costmeter._metrics import enable_metrics
 from costmeter._pricing import (
     Cost,
     ModelPrice,
@@ -60,6 +61,7 @@ __all__ = [
     "clear_price_overrides",
     "cost_of",
     "count_tokens",
+    "enable_metrics",
     "estimate",
     "instrument",
     "log_to",
