@@ -10,7 +10,6 @@ calls, well under $0.01 in total).
 import contextlib
 import logging
 import os
-import sys
 
 import costmeter
 from costmeter.testing import FakeOpenAI
@@ -18,8 +17,8 @@ from costmeter.testing import FakeOpenAI
 MODEL = "gpt-5-nano"
 
 # costmeter logs to the standard-library logger "costmeter", silent until the application
-# configures logging. Show warnings (budget events) here, each as one JSON object.
-logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+# configures logging. Show warnings (budget events) on stderr, each as one JSON object.
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 
 with contextlib.ExitStack() as stack:
     if os.environ.get("OPENAI_API_KEY"):

@@ -87,11 +87,11 @@ def test_budget_example_warns_instead_of_refusing(
     runs: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
     """on_exceed="warn" lets the call through and logs costmeter.budget.exceeded (refused=False)."""
-    out = runs["budget.py"].stdout
+    out, err = runs["budget.py"].stdout, runs["budget.py"].stderr
     assert "warn-only budget let it through" in out
     [warning] = [
         json.loads(line.split(": ", 1)[1])
-        for line in out.splitlines()
+        for line in err.splitlines()
         if line.startswith("WARNING costmeter: ") and '"refused":false' in line
     ]
     assert ("costmeter.budget.exceeded", "observe-only") == (warning["event"], warning["budget"])
