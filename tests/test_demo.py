@@ -71,14 +71,12 @@ def _demo_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """One `python -m costmeter demo` run shared by the tests below (it takes a few seconds)."""
-    tmp = tmp_path_factory.mktemp("demo")
-    log = tmp / "demo.jsonl"
-    log.write_text(json.dumps(EARLIER_RUN) + "\n")  # as if the demo had run before
-    proc = subprocess.run(
-        [sys.executable, "-m", "costmeter", "demo", "--log", str(log)],
+def _run_demo(
+    tmp: Path, log: Path, wrapper: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`python -m costmeter demo --log LOG` in *tmp*, as a user runs it (optionally wrapped)."""
+    return subprocess.run(
+        [*wrapper, sys.executable, "-m", "costmeter", "demo", "--log", str(log)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -86,6 +84,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
         cwd=tmp,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One `python -m costmeter demo` run shared by the tests below (it takes a few seconds)."""
+    tmp = tmp_path_factory.mktemp("demo")
+    log = tmp / "demo.jsonl"
+    log.write_text(json.dumps(EARLIER_RUN) + "\n")  # as if the demo had run before
+    proc = _run_demo(tmp, log)
     events = [
         json.loads(line, parse_float=Decimal)
         for line in (log.read_text().splitlines() if log.exists() else [])
@@ -285,15 +292,7 @@ def _unshare_available() -> bool:
 @pytest.mark.skipif(not _unshare_available(), reason="needs unprivileged user+net namespaces")
 def test_namespace_with_loopback_down(tmp_path: Path) -> None:
     """In a fresh network namespace (its `lo` is down): one line on stderr, exit 1."""
-    done = subprocess.run(
-        ["unshare", "-rn", sys.executable, "-m", "costmeter", "demo", "--log", "demo.jsonl"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_demo_env(tmp_path),
-        cwd=tmp_path,
-        check=False,
-    )
+    done = _run_demo(tmp_path, tmp_path / "demo.jsonl", wrapper=("unshare", "-rn"))
 
     assert (1, "") == (done.returncode, done.stdout)
     [line] = done.stderr.splitlines()

@@ -50,6 +50,12 @@ def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
     return {"api_key": "sk-test-instrument", "base_url": server.base_url, "max_retries": 0}
 
 
+def _azure(server: FakeOpenAI) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(
+        api_key="azure-test-key", api_version="2024-10-21", azure_endpoint=server.url, max_retries=0
+    )
+
+
 def _chat(client: openai.OpenAI) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
 
@@ -134,12 +140,7 @@ class TestSync:
 
     def test_azure_subclass_is_metered(self, server: FakeOpenAI) -> None:
         """openai.AzureOpenAI inherits the patched request() and is metered."""
-        client = openai.AzureOpenAI(
-            api_key="azure-test-key",
-            api_version="2024-10-21",
-            azure_endpoint=server.url,
-            max_retries=0,
-        )
+        client = _azure(server)
 
         with capture_logs() as logs, costmeter.instrument():
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
@@ -250,12 +251,7 @@ class TestOptions:
 
     def test_deployments_price_azure_clients(self, server: FakeOpenAI) -> None:
         """An instrumented openai.AzureOpenAI is priced through the deployments mapping."""
-        client = openai.AzureOpenAI(
-            api_key="azure-test-key",
-            api_version="2024-10-21",
-            azure_endpoint=server.url,
-            max_retries=0,
-        )
+        client = _azure(server)
         server.replay_next(
             {
                 "id": "chatcmpl-azure",

@@ -584,6 +584,19 @@ class _BlockingOutput:
     info = warning = msg
 
 
+def _emit_while_blocked(count: int, release: threading.Event) -> bool:
+    """
+    Emit *count* events while the destination is blocked, then unblock it and wait for it to
+    catch up; whether the emitting finished (within the bound) while it was blocked.
+    """
+    try:
+        finished = _in_thread(lambda: [emit("costmeter.call", call_fields()) for _ in range(count)])
+    finally:
+        release.set()
+    assert _logging.flush(30)
+    return finished
+
+
 @pytest.fixture
 def stdlib_costmeter() -> Iterator[logging.Logger]:
     """The "costmeter" stdlib logger, restored after the test."""
@@ -634,13 +647,7 @@ class TestDefaultDestination:
         stdlib_costmeter.addHandler(handler)
         stdlib_costmeter.setLevel(logging.INFO)
 
-        try:
-            finished = _in_thread(
-                lambda: [emit("costmeter.call", call_fields()) for _ in range(200)]
-            )
-        finally:
-            handler.release.set()
-        assert _logging.flush(30)
+        finished = _emit_while_blocked(200, handler.release)
 
         assert finished, "emit() waited for a blocked logging handler"
         assert 200 == len(handler.records)
@@ -652,13 +659,7 @@ class TestDefaultDestination:
             processors=[structlog.processors.JSONRenderer()], logger_factory=lambda *_: output
         )
 
-        try:
-            finished = _in_thread(
-                lambda: [emit("costmeter.call", call_fields()) for _ in range(200)]
-            )
-        finally:
-            output.release.set()
-        assert _logging.flush(30)
+        finished = _emit_while_blocked(200, output.release)
 
         assert finished, "emit() waited for the application's structlog logger"
         assert 200 == len(output.lines)
