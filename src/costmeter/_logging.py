@@ -224,16 +224,18 @@ _OUTPUT_METHODS = frozenset(
 )  # fmt: skip
 
 
-class _OffThread:
-    """The application's structlog output logger, with its writes moved to the dispatcher."""
+class _AppOutput:
+    """
+    Stands in for the application's structlog output logger (what its ``logger_factory``
+    makes): whatever the processors ask of it (``name``, ``isEnabledFor``, ...) is answered on
+    the calling thread, and its writes are moved to the dispatcher. The factory is called only
+    for events that got past the application's filtering, so dropped events cost nothing more.
+    """
 
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
+        attr = getattr(structlog.get_config()["logger_factory"](LOGGER_NAME), name)
         if name not in _OUTPUT_METHODS or not callable(attr):
             return attr
 
@@ -271,9 +273,7 @@ class _Router:
 
 def _route(level: str, levelno: int, event: str, fields: dict[str, Any]) -> None:
     if structlog.is_configured():
-        factory = structlog.get_config()["logger_factory"]
-        logger = structlog.wrap_logger(_OffThread(factory(LOGGER_NAME)))
-        getattr(logger, level)(event, **fields)
+        getattr(_structlog_logger, level)(event, **fields)
     elif _stdlib_logger.isEnabledFor(levelno):
         record = _stdlib_logger.makeRecord(
             LOGGER_NAME,
@@ -288,6 +288,9 @@ def _route(level: str, levelno: int, event: str, fields: dict[str, Any]) -> None
         _dispatch(functools.partial(_stdlib_logger.handle, record))
 
 
+# Resolved against the application's current structlog configuration on every event (never
+# cached), so configuring structlog later, or capture_logs() in tests, takes effect at once.
+_structlog_logger: Any = structlog.wrap_logger(_AppOutput(), cache_logger_on_first_use=False)
 _logger: Any = _Router()
 
 
