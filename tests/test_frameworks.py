@@ -64,8 +64,8 @@ def _one_call(logs: list[dict[str, Any]], api: str, model: str) -> dict[str, Any
     return event
 
 
-def test_openai_agents(server: FakeOpenAI, metered: list[dict[str, Any]]) -> None:
-    """An Agents SDK run over the Responses API: one event, the run's own usage."""
+def _agent(server: FakeOpenAI, model_class: str, model: str) -> tuple[Any, Any]:
+    """The agents module and an Agent on a plain openai.AsyncOpenAI (tracing off: no network)."""
     agents = _need("agents")
     import openai
 
@@ -74,8 +74,14 @@ def test_openai_agents(server: FakeOpenAI, metered: list[dict[str, Any]]) -> Non
     agent = agents.Agent(
         name="primes",
         instructions="Answer briefly.",
-        model=agents.OpenAIResponsesModel(model="gpt-5-mini", openai_client=client),
+        model=getattr(agents, model_class)(model=model, openai_client=client),
     )
+    return agents, agent
+
+
+def test_openai_agents(server: FakeOpenAI, metered: list[dict[str, Any]]) -> None:
+    """An Agents SDK run over the Responses API: one event, the run's own usage."""
+    agents, agent = _agent(server, "OpenAIResponsesModel", "gpt-5-mini")
 
     result = agents.Runner.run_sync(agent, PROMPT)
 
@@ -155,15 +161,7 @@ def test_llm(
 
 def test_openai_agents_async_run(server: FakeOpenAI, metered: list[dict[str, Any]]) -> None:
     """The same agent awaited in a running loop (the async client path)."""
-    agents = _need("agents")
-    import openai
-
-    agents.set_tracing_disabled(True)
-    client = openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0)
-    agent = agents.Agent(
-        name="primes",
-        model=agents.OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client),
-    )
+    agents, agent = _agent(server, "OpenAIChatCompletionsModel", "gpt-4o-mini")
 
     result = asyncio.run(agents.Runner.run(agent, PROMPT))
 
