@@ -8,12 +8,17 @@ calls, well under $0.01 in total).
 """
 
 import contextlib
+import logging
 import os
 
 import costmeter
 from costmeter.testing import FakeOpenAI
 
 MODEL = "gpt-5-nano"
+
+# costmeter logs to the standard-library logger "costmeter", silent until the application
+# configures logging. Show warnings (budget events) on stderr, each as one JSON object.
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 
 with contextlib.ExitStack() as stack:
     if os.environ.get("OPENAI_API_KEY"):

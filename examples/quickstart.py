@@ -22,7 +22,8 @@ with contextlib.ExitStack() as stack:
         client = costmeter.OpenAI(base_url=server.base_url, api_key="offline-no-key-needed")
 
     # An ordinary SDK call. costmeter estimates it, sends it, reads the usage the API returns
-    # and logs one `costmeter.call` event (here through structlog's default console output).
+    # and logs one `costmeter.call` event: to the stdlib logger "costmeter" (silent unless the
+    # app configures logging), or your structlog setup; `costmeter.log_to(path)` writes JSON lines.
     response = client.responses.create(
         model="gpt-5-nano",
         input="In one sentence: why do budgets matter for LLM apps?",

@@ -459,6 +459,47 @@ class TestEstimate:
         assert "unknown (no price for this model)" in capsys.readouterr().out
 
 
+class TestPapercuts:
+    def test_bad_by_lists_every_choice(self, log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An invalid --by exits 2 and names every accepted grouping, none included."""
+        assert 2 == main(["report", str(log), "--by", "team"])
+
+        err = capsys.readouterr().err
+        assert "invalid --by 'team'" in err
+        for choice in ("model", "day", "budget", "api", "tag:KEY", "none"):
+            assert choice in err.rsplit("invalid --by", 1)[1]
+
+    def test_by_none_csv_key_column(
+        self, log: Path, events: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--by none --format csv: the key column is headed "group" and holds TOTAL only."""
+        assert 0 == main(["report", str(log), "--by", "none", "--format", "csv"])
+
+        rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+        assert ["group", "calls"] == rows[0][:2]
+        assert [["TOTAL", str(len(events))]] == [row[:2] for row in rows[1:]]
+
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [("{not json", "<stdin> is not JSON"), ("[1, 2]", "<stdin> must hold a JSON object")],
+    )
+    def test_estimate_names_stdin(
+        self,
+        body: str,
+        message: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A bad body read from stdin is reported as <stdin>, not "-"."""
+        monkeypatch.setattr(sys, "stdin", io.StringIO(body))
+
+        assert 2 == main(["estimate", "--model", "gpt-5", "-"])
+
+        err = capsys.readouterr().err
+        assert message in err
+        assert "- is not" not in err
+
+
 class TestCommand:
     def test_no_command_prints_help(self, capsys: pytest.CaptureFixture[str]) -> None:
         """Bare ``costmeter`` prints the help and exits 2."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -68,14 +71,12 @@ def _demo_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """One `python -m costmeter demo` run shared by the tests below (it takes a few seconds)."""
-    tmp = tmp_path_factory.mktemp("demo")
-    log = tmp / "demo.jsonl"
-    log.write_text(json.dumps(EARLIER_RUN) + "\n")  # as if the demo had run before
-    proc = subprocess.run(
-        [sys.executable, "-m", "costmeter", "demo", "--log", str(log)],
+def _run_demo(
+    tmp: Path, log: Path, wrapper: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`python -m costmeter demo --log LOG` in *tmp*, as a user runs it (optionally wrapped)."""
+    return subprocess.run(
+        [*wrapper, sys.executable, "-m", "costmeter", "demo", "--log", str(log)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -83,6 +84,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
         cwd=tmp,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One `python -m costmeter demo` run shared by the tests below (it takes a few seconds)."""
+    tmp = tmp_path_factory.mktemp("demo")
+    log = tmp / "demo.jsonl"
+    log.write_text(json.dumps(EARLIER_RUN) + "\n")  # as if the demo had run before
+    proc = _run_demo(tmp, log)
     events = [
         json.loads(line, parse_float=Decimal)
         for line in (log.read_text().splitlines() if log.exists() else [])
@@ -250,3 +260,40 @@ def test_help_lists_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for expected in ("--log PATH", "--live", "costmeter-demo.jsonl", "exit codes"):
         assert expected in out
+
+
+def test_no_loopback_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where no socket can connect (even to 127.0.0.1), the demo says so in one line, exit 1."""
+
+    def unreachable(_self: socket.socket, _address: Any) -> None:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+
+    status = main(["demo", "--log", str(tmp_path / "demo.jsonl")])
+
+    out, err = capsys.readouterr()
+    assert (1, "") == (status, out)
+    [line] = err.splitlines()
+    assert "needs the loopback network" in line
+    assert "Network is unreachable" in line
+
+
+def _unshare_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _unshare_available(), reason="needs unprivileged user+net namespaces")
+def test_namespace_with_loopback_down(tmp_path: Path) -> None:
+    """In a fresh network namespace (its `lo` is down): one line on stderr, exit 1."""
+    done = _run_demo(tmp_path, tmp_path / "demo.jsonl", wrapper=("unshare", "-rn"))
+
+    assert (1, "") == (done.returncode, done.stdout)
+    [line] = done.stderr.splitlines()
+    assert line.startswith("costmeter: error: the offline demo needs the loopback network")

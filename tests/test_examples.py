@@ -36,22 +36,37 @@ def _offline_env() -> dict[str, str]:
     }
 
 
-def _run(name: str) -> subprocess.CompletedProcess[str]:
+def _run(name: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=_offline_env(),
+        env={**_offline_env(), "TMPDIR": str(tmp)},
         check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, subprocess.CompletedProcess[str]]:
+def example_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The examples' temporary directory (TMPDIR), to see that they clean up after themselves."""
+    return tmp_path_factory.mktemp("examples-tmp")
+
+
+@pytest.fixture(scope="module")
+def runs(example_tmp: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """Every example, run once, two at a time (the CI machine has two cores)."""
     with ThreadPoolExecutor(2) as pool:
-        return dict(zip(EXPECTED, pool.map(_run, EXPECTED), strict=True))
+        results = pool.map(lambda name: _run(name, example_tmp), EXPECTED)
+        return dict(zip(EXPECTED, results, strict=True))
+
+
+def test_examples_leave_no_temporary_files(
+    runs: dict[str, subprocess.CompletedProcess[str]], example_tmp: Path
+) -> None:
+    """Every example removes what it put in the temporary directory."""
+    assert all(0 == run.returncode for run in runs.values())
+    assert [] == sorted(p.name for p in example_tmp.iterdir())
 
 
 def test_every_example_is_tested() -> None:
@@ -72,9 +87,14 @@ def test_budget_example_warns_instead_of_refusing(
     runs: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
     """on_exceed="warn" lets the call through and logs costmeter.budget.exceeded (refused=False)."""
-    out = runs["budget.py"].stdout
+    out, err = runs["budget.py"].stdout, runs["budget.py"].stderr
     assert "warn-only budget let it through" in out
-    assert re.search(r"costmeter\.budget\.exceeded .*refused=False", out)
+    [warning] = [
+        json.loads(line.split(": ", 1)[1])
+        for line in err.splitlines()
+        if line.startswith("WARNING costmeter: ") and '"refused":false' in line
+    ]
+    assert ("costmeter.budget.exceeded", "observe-only") == (warning["event"], warning["budget"])
 
 
 def test_readme_set_up_commands() -> None:

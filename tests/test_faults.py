@@ -391,7 +391,7 @@ class _RaisingStream(io.StringIO):
 
 
 class _BlockingStream(io.StringIO):
-    """Blocks every write until released; ``entered`` is set once a write is stuck."""
+    """Blocks every write, with no timeout, until released; ``entered`` is set once one is stuck."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -400,8 +400,22 @@ class _BlockingStream(io.StringIO):
 
     def write(self, text: str) -> int:
         self.entered.set()
-        self.release.wait(30)
+        self.release.wait()
         return super().write(text)
+
+
+def _finishes(work: Any, timeout: float = 30.0) -> list[str]:
+    """
+    Run *work* (returning the caller's texts) in a daemon thread and return its result; fail if
+    it is still running after *timeout* (a generous bound: it would never finish if a call
+    waited on the sink, since the test releases the sink only afterwards).
+    """
+    result: list[list[str]] = []
+    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "metered calls waited for a blocked log sink"
+    return result[0]
 
 
 def _call_twice(server: FakeOpenAI) -> list[str]:
@@ -436,15 +450,15 @@ def test_raising_sink_does_not_break_calls(fake: FakeOpenAI) -> None:
 
 
 def test_blocked_sink_does_not_block_calls(fake: FakeOpenAI) -> None:
-    """While the sink's writer is stuck inside write(), calls still complete."""
+    """While the sink's writer is stuck inside write() (forever), calls still complete."""
     stream = _BlockingStream()
     sink = costmeter.log_to(stream)
     try:
         with capture_logs() as logs:
-            texts = _call_twice(fake)
+            texts = _finishes(lambda: _call_twice(fake))
             assert stream.entered.wait(TIMEOUT)  # the sink really is blocked...
             assert not stream.release.is_set()  # ...and the calls finished regardless
-            texts += _call_twice(fake)
+            texts += _finishes(lambda: _call_twice(fake))
     finally:
         stream.release.set()
         sink.close()
@@ -461,13 +475,13 @@ def test_slow_sink_costs_calls_nothing_and_loses_nothing(fake: FakeOpenAI) -> No
 
     class SlowStream(io.StringIO):
         def write(self, text: str) -> int:
-            gate.acquire(timeout=30)  # one write per token the test hands out
+            gate.acquire()  # one write per token the test hands out, no timeout
             return super().write(text)
 
     stream = SlowStream()
     sink = costmeter.log_to(stream)
     try:
-        texts = _call_twice(fake) + _call_twice(fake)  # would deadlock if emit() waited
+        texts = _finishes(lambda: _call_twice(fake) + _call_twice(fake))
     finally:
         for _ in range(8):
             gate.release()

@@ -50,6 +50,12 @@ def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
     return {"api_key": "sk-test-instrument", "base_url": server.base_url, "max_retries": 0}
 
 
+def _azure(server: FakeOpenAI) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(
+        api_key="azure-test-key", api_version="2024-10-21", azure_endpoint=server.url, max_retries=0
+    )
+
+
 def _chat(client: openai.OpenAI) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
 
@@ -134,12 +140,7 @@ class TestSync:
 
     def test_azure_subclass_is_metered(self, server: FakeOpenAI) -> None:
         """openai.AzureOpenAI inherits the patched request() and is metered."""
-        client = openai.AzureOpenAI(
-            api_key="azure-test-key",
-            api_version="2024-10-21",
-            azure_endpoint=server.url,
-            max_retries=0,
-        )
+        client = _azure(server)
 
         with capture_logs() as logs, costmeter.instrument():
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
@@ -199,3 +200,96 @@ def test_a_different_budget_is_not_silently_ignored() -> None:
 
     assert handle is costmeter.instrument(budget=cap)
     assert handle is costmeter.instrument()
+
+
+class TestOptions:
+    """instrument() takes every metering option costmeter's own clients take."""
+
+    def test_include_stream_usage(self, server: FakeOpenAI) -> None:
+        """Chat streams ask for usage, hide the usage-only chunk, and are reported, not estimated."""
+        client = openai.OpenAI(**_kwargs(server))
+
+        with capture_logs() as logs, costmeter.instrument(include_stream_usage=True):
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+            )
+            parts = [chunk.choices[0].delta.content for chunk in stream]  # no IndexError
+
+        assert server.last_request is not None
+        assert {"include_usage": True} == server.last_request.json["stream_options"]  # type: ignore[index]
+        assert parts
+        [event] = calls(logs)
+        assert ("ok", "reported") == (event["outcome"], event["usage_source"])
+
+    def test_exact_input_tokens(self, server: FakeOpenAI) -> None:
+        """Responses calls ask the free input-token count endpoint first."""
+        client = openai.OpenAI(**_kwargs(server))
+
+        with capture_logs() as logs, costmeter.instrument(exact_input_tokens=True):
+            client.responses.create(model="gpt-5-mini", input="Count me exactly, please.")
+
+        assert ["/v1/responses/input_tokens", "/v1/responses"] == [r.path for r in server.requests]
+        [event] = calls(logs)
+        assert event["estimate_complete"] is True
+        assert event["estimated_input_tokens"] == event["input_tokens"]
+
+    def test_log_content(self, server: FakeOpenAI) -> None:
+        """log_content=True puts the request's content in the event (off otherwise)."""
+        client = openai.OpenAI(**_kwargs(server))
+
+        with capture_logs() as logs:
+            with costmeter.instrument(log_content=True):
+                _chat(client)
+            with costmeter.instrument():
+                _chat(client)
+
+        with_content, without = calls(logs)
+        assert "Name three prime numbers." in str(with_content["request_content"])
+        assert "request_content" not in without
+
+    def test_deployments_price_azure_clients(self, server: FakeOpenAI) -> None:
+        """An instrumented openai.AzureOpenAI is priced through the deployments mapping."""
+        client = _azure(server)
+        server.replay_next(
+            {
+                "id": "chatcmpl-azure",
+                "object": "chat.completion",
+                "created": 1_760_000_000,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "2, 3, 5"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200},
+            },
+            stream=False,
+        )
+
+        with capture_logs() as logs:
+            with costmeter.instrument(deployments={"team-chat": "gpt-4o-2024-08-06"}):
+                client.chat.completions.create(model="team-chat", messages=MESSAGES)  # type: ignore[arg-type]
+
+        [event] = calls(logs)
+        # Priced as gpt-4o-2024-08-06 (not the gpt-4o-mini the response names): $2.50 per 1M
+        # input, $10.00 per 1M output tokens.
+        # 1000 x 2.50 / 1e6 + 200 x 10.00 / 1e6 = 0.0025 + 0.002 = 0.0045
+        assert ("team-chat", "gpt-4o", 0.0045) == (
+            event["model"],
+            event["priced_as"],
+            event["cost_usd"],
+        )
+
+    def test_other_options_while_active_raise(self) -> None:
+        """Different options while instrumented raise; the same or none return the handle."""
+        handle = costmeter.instrument(include_stream_usage=True)
+
+        with pytest.raises(costmeter.ConfigurationError, match="include_stream_usage=True"):
+            costmeter.instrument(log_content=True)
+
+        assert handle is costmeter.instrument(include_stream_usage=True)
+        assert handle is costmeter.instrument()

@@ -9,7 +9,6 @@ import json
 import logging
 import multiprocessing
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -205,14 +204,16 @@ class TestLogToStream:
 
         assert "Zoë" == json.loads(buffer.getvalue())["tags"]["who"]
 
-    def test_dash_means_stderr(self, capsys: pytest.CaptureFixture[str], quiet: None) -> None:
-        """``-`` writes to standard error."""
+    def test_dash_means_stdout(self, capsys: pytest.CaptureFixture[str], quiet: None) -> None:
+        """``-`` writes to standard output (asked for explicitly: nothing goes there otherwise)."""
         stop = log_to("-")
 
         emit("costmeter.call", call_fields())
         stop()
 
-        assert "costmeter.call" == json.loads(capsys.readouterr().err)["event"]
+        captured = capsys.readouterr()
+        assert "costmeter.call" == json.loads(captured.out)["event"]
+        assert "" == captured.err
 
     def test_not_a_target(self) -> None:
         """Anything but a path or a writable stream is a TypeError."""
@@ -272,13 +273,23 @@ class _RaisingStream(io.StringIO):
 
 
 class _BlockingStream(io.StringIO):
+    """Every write waits, with no timeout, until the test sets ``release``."""
+
     def __init__(self) -> None:
         super().__init__()
         self.release = threading.Event()
 
     def write(self, text: str) -> int:
-        self.release.wait(10)
+        self.release.wait()
         return super().write(text)
+
+
+def _in_thread(work: Any, timeout: float = 30.0) -> bool:
+    """Run *work* in a daemon thread; whether it finished within *timeout* (a generous bound)."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
 
 
 class TestSinkFailures:
@@ -315,41 +326,48 @@ class TestSinkFailures:
         assert 1 == len([e for e in logs if e["event"] == "costmeter.internal_error"])
 
     def test_blocking_stream_does_not_block_emit(self, quiet: None) -> None:
-        """A stream that blocks costs emit() no time: lines queue, then are dropped and counted."""
+        """A stream blocked forever costs emit() nothing: lines queue, then are dropped and counted."""
         stream = _BlockingStream()
         sink = log_to(stream)
         count = _logging._STREAM_QUEUE_LINES + 2000
 
-        started = time.perf_counter()
-        for _ in range(count):
-            emit("costmeter.call", call_fields())
-        elapsed = time.perf_counter() - started
-
-        stream.release.set()
+        try:
+            finished = _in_thread(
+                lambda: [emit("costmeter.call", call_fields()) for _ in range(count)]
+            )
+        finally:
+            stream.release.set()
         sink.close()
-        assert elapsed < 5.0
+
+        assert finished, "emit() waited for a blocked stream"
         assert sink.dropped >= 1000
         assert count == sink.dropped + len(stream.getvalue().splitlines())
 
     def test_slow_stream_keeps_every_line(self, quiet: None) -> None:
-        """A slow stream delays no caller and, given time, receives every line."""
+        """A stream that writes only when allowed delays no caller and, later, gets every line."""
+        gate = threading.Semaphore(0)
 
-        class Slow(io.StringIO):
+        class Gated(io.StringIO):
             def write(self, text: str) -> int:
-                time.sleep(0.05)
+                gate.acquire()  # one write per token the test hands out; no timeout
                 return super().write(text)
 
-        stream = Slow()
+        stream = Gated()
         sink = log_to(stream)
 
-        started = time.perf_counter()
-        for _ in range(200):
-            emit("costmeter.call", call_fields())
-        elapsed = time.perf_counter() - started
+        try:
+            finished = _in_thread(
+                lambda: [emit("costmeter.call", call_fields()) for _ in range(200)]
+            )
+        finally:
+            for _ in range(200):
+                gate.release()
+        assert sink.flush(30)
         sink.close()
 
-        assert elapsed < 0.5
+        assert finished, "emit() waited for a slow stream"
         assert 200 == len(stream.getvalue().splitlines())
+        assert (0, 0) == (sink.failures, sink.dropped)
 
     def test_failing_app_pipeline_does_not_break_emit(self, tmp_path: Path) -> None:
         """If the application's own structlog pipeline raises, emit still writes its sinks."""
@@ -507,7 +525,7 @@ class TestConfigureFromEnv:
     def test_dash(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quiet: None
     ) -> None:
-        """COSTMETER_LOG_FILE=- logs to stderr."""
+        """COSTMETER_LOG_FILE=- logs to stdout."""
         monkeypatch.setenv("COSTMETER_LOG_FILE", "-")
 
         sink = configure_from_env()
@@ -515,7 +533,21 @@ class TestConfigureFromEnv:
         assert sink is not None
         sink.close()
 
-        assert "costmeter.call" == json.loads(capsys.readouterr().err)["event"]
+        assert "costmeter.call" == json.loads(capsys.readouterr().out)["event"]
+
+    def test_read_on_first_event(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: None
+    ) -> None:
+        """The variable is read when the first event is emitted, not before."""
+        path = tmp_path / "lazy.jsonl"
+        monkeypatch.setenv("COSTMETER_LOG_FILE", str(path))
+        monkeypatch.setattr(_logging, "_env_read", False)
+
+        assert not path.exists()
+        emit("costmeter.call", call_fields())
+        emit("costmeter.call", call_fields())
+
+        assert 2 == len(read_lines(path))
 
     def test_unopenable_warns(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A file that cannot be opened is a RuntimeWarning, not an import error."""
@@ -523,3 +555,156 @@ class TestConfigureFromEnv:
 
         with pytest.warns(RuntimeWarning, match="COSTMETER_LOG_FILE"):
             assert configure_from_env() is None
+
+
+class _BlockingHandler(logging.Handler):
+    """A stdlib handler whose emit waits, with no timeout, until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.release.wait()
+        self.records.append(record)
+
+
+class _BlockingOutput:
+    """A structlog output logger whose writes wait, with no timeout, until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lines: list[str] = []
+
+    def msg(self, line: str) -> None:
+        self.release.wait()
+        self.lines.append(line)
+
+    info = warning = msg
+
+
+def _emit_while_blocked(count: int, release: threading.Event) -> bool:
+    """
+    Emit *count* events while the destination is blocked, then unblock it and wait for it to
+    catch up; whether the emitting finished (within the bound) while it was blocked.
+    """
+    try:
+        finished = _in_thread(lambda: [emit("costmeter.call", call_fields()) for _ in range(count)])
+    finally:
+        release.set()
+    assert _logging.flush(30)
+    return finished
+
+
+@pytest.fixture
+def stdlib_costmeter() -> Iterator[logging.Logger]:
+    """The "costmeter" stdlib logger, restored after the test."""
+    logger = logging.getLogger("costmeter")
+    level, handlers, propagate = logger.level, list(logger.handlers), logger.propagate
+    yield logger
+    assert _logging.flush(30)
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+
+
+class TestDefaultDestination:
+    def test_silent_without_configuration(
+        self, capfd: pytest.CaptureFixture[str], stdlib_costmeter: logging.Logger
+    ) -> None:
+        """No structlog configuration, no logging configuration: nothing on stdout or stderr."""
+        assert not structlog.is_configured()
+
+        emit("costmeter.call", call_fields())
+        emit("costmeter.budget.exceeded", {"budget": "b", "refused": True})
+        assert _logging.flush(30)
+
+        assert ("", "") == tuple(capfd.readouterr())
+
+    def test_stdlib_logger_gets_json_records(self, stdlib_costmeter: logging.Logger) -> None:
+        """With logging set to show INFO, each event is one record whose message is JSON."""
+        handler = _BlockingHandler()
+        handler.release.set()
+        stdlib_costmeter.addHandler(handler)
+        stdlib_costmeter.setLevel(logging.INFO)
+
+        emit("costmeter.call", call_fields())
+        emit("costmeter.warning", {"warning": "w"})
+        assert _logging.flush(30)
+
+        call, warning = handler.records
+        assert (logging.INFO, logging.WARNING) == (call.levelno, warning.levelno)
+        message = json.loads(call.getMessage(), parse_float=Decimal)
+        assert ("costmeter.call", Decimal("0.0006656")) == (message["event"], message["cost_usd"])
+        assert "costmeter.warning" == warning.costmeter_event  # type: ignore[attr-defined]
+        assert {"warning": "w"} == warning.costmeter_fields  # type: ignore[attr-defined]
+        assert threading.current_thread().name == call.threadName
+
+    def test_blocked_stdlib_handler_does_not_block(self, stdlib_costmeter: logging.Logger) -> None:
+        """A handler blocked forever: 200 events return at once; all arrive once it unblocks."""
+        handler = _BlockingHandler()
+        stdlib_costmeter.addHandler(handler)
+        stdlib_costmeter.setLevel(logging.INFO)
+
+        finished = _emit_while_blocked(200, handler.release)
+
+        assert finished, "emit() waited for a blocked logging handler"
+        assert 200 == len(handler.records)
+
+    def test_blocked_structlog_logger_does_not_block(self) -> None:
+        """An app's structlog whose output blocks forever: calls go on, lines arrive later."""
+        output = _BlockingOutput()
+        structlog.configure(
+            processors=[structlog.processors.JSONRenderer()], logger_factory=lambda *_: output
+        )
+
+        finished = _emit_while_blocked(200, output.release)
+
+        assert finished, "emit() waited for the application's structlog logger"
+        assert 200 == len(output.lines)
+        assert "costmeter.call" == json.loads(output.lines[0])["event"]
+
+    def test_structlog_processors_run_on_the_caller(self) -> None:
+        """Context variables bound by the caller reach the app's pipeline (processors run inline)."""
+        seen: list[tuple[str, Any]] = []
+
+        def record(_logger: Any, _method: str, event_dict: Any) -> Any:
+            seen.append((threading.current_thread().name, event_dict.get("request")))
+            raise structlog.DropEvent
+
+        structlog.configure(processors=[structlog.contextvars.merge_contextvars, record])
+        with structlog.contextvars.bound_contextvars(request="r-1"):
+            emit("costmeter.call", call_fields())
+
+        assert [(threading.current_thread().name, "r-1")] == seen
+
+
+class TestListeners:
+    def test_listener_sees_every_event(self, quiet: None) -> None:
+        """A listener gets each event's name and fields; removing it stops that."""
+        seen: list[tuple[str, Any]] = []
+        remove = _logging.add_listener(lambda event, fields: seen.append((event, fields["model"])))
+
+        emit("costmeter.call", call_fields())
+        remove()
+        emit("costmeter.call", call_fields())
+
+        assert [("costmeter.call", "gpt-5-mini")] == seen
+
+    def test_raising_listener_is_counted(self, tmp_path: Path, quiet: None) -> None:
+        """A listener that raises costs nothing but a count; sinks still get the event."""
+
+        def boom(_event: str, _fields: Any) -> None:
+            raise RuntimeError("listener bug")
+
+        remove = _logging.add_listener(boom)
+        log_to(tmp_path / "costs.jsonl")
+        before = _logging.listener_failures
+        try:
+            emit("costmeter.call", call_fields())
+        finally:
+            remove()
+
+        assert before + 1 == _logging.listener_failures
+        assert 1 == len(read_lines(tmp_path / "costs.jsonl"))

@@ -21,8 +21,9 @@ from costmeter._errors import (
 )
 from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
 from costmeter._instrument import instrument
-from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys
+from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys  # noqa: F401
 from costmeter._meter import set_strict
+from costmeter._metrics import enable_metrics
 from costmeter._pricing import (
     Cost,
     ModelPrice,
@@ -38,8 +39,6 @@ from costmeter._tokenizer import count_tokens
 from costmeter._usage import Usage, UsageError
 
 __version__ = "0.1.0"
-
-configure_from_env()
 
 __all__ = [
     "AsyncAzureOpenAI",
@@ -68,6 +67,7 @@ __all__ = [
     "clear_price_overrides",
     "cost_of",
     "count_tokens",
+    "enable_metrics",
     "estimate",
     "instrument",
     "log_to",

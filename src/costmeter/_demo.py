@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -271,11 +273,31 @@ class _Run:
 # -- offline workload ----------------------------------------------------------------------------
 
 
+def _check_loopback(url: str) -> None:
+    """
+    Connect once to the fake server, so a machine without a working loopback interface (a
+    sandbox, a network namespace whose ``lo`` is down) gets one clear line, not a traceback from
+    the first call. Raises the `OSError` of the failed connection.
+    """
+    host, _, port = url.rpartition("//")[2].rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+        pass
+
+
 def _offline(run: _Run) -> bool:
     import costmeter  # noqa: PLC0415
     from costmeter.testing import FakeOpenAI  # noqa: PLC0415
 
-    with FakeOpenAI() as server:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(FakeOpenAI())
+            _check_loopback(server.url)
+        except OSError as exc:
+            cli._say(
+                "error: the offline demo needs the loopback network (127.0.0.1) for its local "
+                f"fake server, and it is not available here: {exc.strerror or exc}"
+            )
+            return False
         print(
             f"costmeter demo: a fake OpenAI server on {server.base_url} "
             "(loopback only; no API key, no network)\n"

@@ -10,8 +10,11 @@ metered twice.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import Any
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import openai
 import wrapt
@@ -19,6 +22,9 @@ import wrapt
 from costmeter._errors import ConfigurationError
 from costmeter._flow import request_async, request_sync
 from costmeter._meter import MeterConfig
+
+if TYPE_CHECKING:
+    from costmeter._budget import Budget
 
 __all__ = ["Instrumentation", "instrument"]
 
@@ -31,14 +37,21 @@ class Instrumentation:
 
     def __init__(self, config: MeterConfig) -> None:
         self.config = config
+        # Azure clients' request ``model`` is a deployment name: priced through ``deployments``.
+        self._azure_config = dataclasses.replace(config, azure=True)
         self._originals: list[tuple[type, Any]] = []
 
+    def _config_for(self, instance: Any) -> MeterConfig:
+        azure = isinstance(instance, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
+        return self._azure_config if azure else self.config
+
     def _patch(self) -> None:
-        config = self.config
+        config_for = self._config_for
 
         def sync_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if getattr(instance, "_costmeter", None) is not None:
                 return wrapped(*args, **kwargs)  # a costmeter client meters itself
+            config = config_for(instance)
 
             def bind(
                 cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
@@ -50,6 +63,7 @@ class Instrumentation:
         async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if getattr(instance, "_costmeter", None) is not None:
                 return await wrapped(*args, **kwargs)
+            config = config_for(instance)
 
             async def bind(
                 cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
@@ -84,32 +98,64 @@ class Instrumentation:
         self.uninstrument()
 
 
-def instrument(*, budget: Any = None) -> Instrumentation:
+def instrument(
+    *,
+    budget: Budget | str | int | float | Decimal | None = None,
+    include_stream_usage: bool = False,
+    exact_input_tokens: bool = False,
+    deployments: Mapping[str, str] | None = None,
+    log_content: bool = False,
+) -> Instrumentation:
     """
     Meter every ``openai.OpenAI``/``openai.AsyncOpenAI`` client in the process (and their
-    subclasses, such as the Azure clients), including ones created before this call.
+    subclasses: ``openai.AzureOpenAI``/``AsyncAzureOpenAI``), including ones created before this
+    call. Only clients of the ``openai`` package are covered: a framework that sends HTTP itself
+    (not through an ``openai`` client) is not seen.
+
+    Takes the same metering options as `costmeter.OpenAI`, applied to every instrumented client.
 
     Args:
         budget: A cap (a `Budget` or an amount in USD) for every instrumented client's calls,
             on top of the budgets active where each call is made.
+        include_stream_usage: For Chat streams, ask for usage and hide the extra usage-only chunk.
+        exact_input_tokens: Use the free input-token count endpoint before Responses calls.
+        deployments: Azure deployment name → model, for pricing instrumented Azure clients.
+        log_content: Opt in to prompts and outputs in events (never logged otherwise).
 
-    Returns the active handle; a second call returns the same handle.
+    Returns the active handle; a second call with no options, or the same ones, returns the
+    same handle.
 
     Raises:
-        ConfigurationError: a *budget* is given while an instrumentation with another budget is
-            active (silently keeping the old cap would be a surprise); ``uninstrument()`` first.
+        ConfigurationError: options are given that differ from those of the active
+            instrumentation (silently keeping the old ones would be a surprise);
+            ``uninstrument()`` first.
     """
     global _active  # noqa: PLW0603
+    from costmeter._clients import _config  # noqa: PLC0415
+
+    asked = _config(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
     with _lock:
         if _active is None:
-            from costmeter._clients import _config  # noqa: PLC0415
-
-            handle = Instrumentation(_config(budget, False, False, False, None))
+            handle = Instrumentation(asked)
             handle._patch()
             _active = handle
-        elif budget is not None and budget is not _active.config.budget:
+        elif asked != MeterConfig() and not _same_options(asked, _active.config, budget):
             raise ConfigurationError(
-                "costmeter.instrument() is already active with another budget; "
-                "call uninstrument() on its handle first"
+                "costmeter.instrument() is already active with other options "
+                f"({_describe(_active.config)}); call uninstrument() on its handle first"
             )
         return _active
+
+
+def _same_options(asked: MeterConfig, active: MeterConfig, budget: object) -> bool:
+    """Equal options; a budget is the same only as the very same `Budget` object."""
+    same_budget = budget is None or budget is active.budget
+    return same_budget and dataclasses.replace(asked, budget=active.budget) == active
+
+
+def _describe(config: MeterConfig) -> str:
+    return ", ".join(
+        f"{field.name}={getattr(config, field.name)!r}"
+        for field in dataclasses.fields(config)
+        if field.name != "azure"
+    )

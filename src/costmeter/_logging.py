@@ -1,18 +1,34 @@
 """
-Where costmeter's events go: the application's structlog pipeline, always, and opt-in JSON-lines
-sinks added with `log_to()` (or the ``COSTMETER_LOG_FILE`` environment variable).
+Where costmeter's events go. A library stays quiet unless the application asks: costmeter never
+writes to stdout or stderr on its own, and emitting an event never waits for any destination.
 
-costmeter never calls ``structlog.configure()``. Every event is sent to
-``structlog.get_logger("costmeter")`` — i.e. through whatever the application configured (or
-structlog's defaults when it configured nothing). `log_to()` *adds* a destination and never takes
-one away: each event is also rendered by costmeter itself as one JSON line (``timestamp``,
-``level``, ``event``, then the event's fields) and written to every registered sink. An
-application with no logging set up gets a machine-readable cost log with one line of code; an
-application with its own structlog configuration keeps it untouched.
+Every event goes to exactly one of the application's logging systems:
+
+- **structlog, when the application configured it** (``structlog.configure()`` was called):
+  the event runs through the application's processors on the calling thread (so context
+  variables, filtering and ``structlog.testing.capture_logs()`` see it as usual) and the final
+  write — the configured logger's output — happens on costmeter's dispatcher thread.
+- **otherwise the standard library logger ``"costmeter"``**, which carries a ``NullHandler``
+  (Python's rule for libraries): nothing is printed unless the application configured
+  ``logging`` to show it (``logging.basicConfig(level=logging.INFO)`` shows every event). The
+  message is the event as one JSON object; ``record.costmeter_event`` and
+  ``record.costmeter_fields`` hold it structured. Records are built on the calling thread and
+  handed to the handlers on the dispatcher thread (the `logging.handlers.QueueHandler` pattern),
+  so the record's thread name and time are the caller's, its ``funcName``/``lineno`` are not.
+
+On top of that, `log_to()` adds JSON-lines destinations (``COSTMETER_LOG_FILE`` does the same
+without code; it is read on the first event, never at import): each event is rendered by
+costmeter itself as one JSON line (``timestamp``, ``level``, ``event``, then the event's fields).
 
 Levels: ``costmeter.call`` is ``info``; ``costmeter.budget.exceeded``,
 ``costmeter.budget.threshold``, ``costmeter.warning`` and ``costmeter.internal_error`` are
 ``warning`` (the user's call itself was not broken by any of them).
+
+Never blocking: the dispatcher thread and every stream sink drain bounded in-memory queues; a
+destination that is slow or blocked forever (a full pipe, a stuck socket, a logger waiting on a
+lock) fills its queue, then further events for it are dropped and counted, and calls carry on.
+Queues are flushed (at most a few seconds) at interpreter exit. Use a file path rather than a
+stream in forked worker processes that exit with ``os._exit()``.
 
 Files (`log_to` with a path) are opened with ``O_APPEND`` and every event is written with a single
 ``os.write()`` of the whole encoded line, from the calling thread, without a lock. On local POSIX
@@ -20,15 +36,12 @@ file systems an ``O_APPEND`` write positions and writes atomically (Linux serial
 file; POSIX guarantees it up to ``PIPE_BUF`` bytes — 4096 on Linux — for pipes), so any number of
 threads and processes can append to the same file and lines never interleave or tear. Network
 file systems (NFS, SMB) do not guarantee atomic appends across hosts: give each host its own file.
-
-Streams (`log_to` with a file object, or ``-`` for stderr) may be slow or block (a full pipe, a
-socket); they are written by one background thread per stream from a bounded in-memory queue, so
-`emit()` never waits for them. When the queue is full, lines are dropped and counted.
-Closing the handle (or interpreter exit) flushes what is queued, waiting at most a few seconds.
-Use a file path rather than a stream in forked worker processes that exit with ``os._exit()``.
+A local file write does not block on a reader, which is why files need no queue.
 
 A sink that fails never breaks the caller: the failure is counted on the sink handle and reported
-once, as a ``costmeter.internal_error`` event sent to structlog.
+once, as a ``costmeter.internal_error`` event. Listeners (`add_listener`, used by
+`costmeter.enable_metrics`) see every event's name and fields on the calling thread; one that
+raises is counted and skipped.
 """
 
 from __future__ import annotations
@@ -36,17 +49,19 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import io
 import json
+import logging
 import os
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -56,17 +71,21 @@ __all__ = [
     "BUDGET_THRESHOLD",
     "CALL",
     "INTERNAL_ERROR",
+    "LOGGER_NAME",
     "LOG_FILE_ENV",
     "WARNING",
     "LogSink",
+    "add_listener",
     "configure_from_env",
     "emit",
+    "flush",
     "log_to",
     "otel_genai_keys",
     "usd",
 ]
 
 LOG_FILE_ENV = "COSTMETER_LOG_FILE"
+LOGGER_NAME = "costmeter"  # the stdlib logger (and the structlog logger name) events go to
 
 CALL = "costmeter.call"
 BUDGET_EXCEEDED = "costmeter.budget.exceeded"
@@ -74,14 +93,205 @@ BUDGET_THRESHOLD = "costmeter.budget.threshold"
 INTERNAL_ERROR = "costmeter.internal_error"
 WARNING = "costmeter.warning"
 _WARNING_EVENTS = frozenset({BUDGET_EXCEEDED, BUDGET_THRESHOLD, WARNING, INTERNAL_ERROR})
-_STREAM_QUEUE_LINES = 10_000  # per stream sink; beyond this lines are dropped and counted
+_QUEUE_LIMIT = 10_000  # per queue (dispatcher, each stream sink); beyond it events are dropped
+_STREAM_QUEUE_LINES = _QUEUE_LIMIT
 _CLOSE_TIMEOUT_S = 2.0
+_BATCH = 1000
 
-_logger = structlog.get_logger("costmeter")
-_registry_lock = threading.Lock()  # guards changes to _sinks only; emit() reads without it
+_stdlib_logger = logging.getLogger(LOGGER_NAME)
+_stdlib_logger.addHandler(logging.NullHandler())
+
+_registry_lock = threading.Lock()  # guards changes to _sinks/_listeners; emit() reads without it
 _sinks: tuple[LogSink, ...] = ()
+_listeners: tuple[Callable[[str, Mapping[str, Any]], None], ...] = ()
 _env_sink: LogSink | None = None
+_env_read = False
+_env_lock = threading.Lock()
 structlog_failures = 0  # events the application's structlog pipeline raised on (best effort)
+listener_failures = 0  # listener calls that raised
+dropped_events = 0  # events the dispatcher dropped because the app's logger was not keeping up
+
+_T = TypeVar("_T")
+
+
+# -- a bounded queue drained by one daemon thread -----------------------------------------------
+
+
+class _Worker(Generic[_T]):
+    """
+    Items handed over by callers, drained in order by one daemon thread, so nothing a drain
+    does (a blocked write, a slow logger) can delay a caller. Bounded: `put` refuses items once
+    *limit* are waiting. After ``fork()`` the child starts its own thread and forgets what the
+    parent had queued (the parent writes it).
+    """
+
+    def __init__(self, name: str, drain: Callable[[list[_T]], None], limit: int) -> None:
+        self._name = name
+        self._drain = drain
+        self._limit = limit
+        self._queue: collections.deque[_T] = collections.deque()
+        self._wake = threading.Event()
+        self._start_lock = threading.Lock()
+        self._pid = -1
+        self._busy = False
+        self.closed = False
+
+    def put(self, item: _T) -> bool:
+        """Queue *item*; ``False`` (and nothing queued) when the queue is full or closed."""
+        if self.closed:
+            return False
+        if self._pid != os.getpid():
+            self._start()
+        if len(self._queue) >= self._limit:
+            return False
+        self._queue.append(item)
+        self._wake.set()
+        return True
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            if self._pid != -1:  # forked: the parent writes what it queued
+                self._queue.clear()
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name=self._name, daemon=True).start()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._busy = True
+            try:
+                while queue:
+                    batch: list[_T] = []
+                    while queue and len(batch) < _BATCH:
+                        batch.append(queue.popleft())
+                    with contextlib.suppress(Exception):  # drains count their own failures
+                        self._drain(batch)
+            finally:
+                self._busy = False
+            if self.closed and not queue:
+                return
+
+    def flush(self, timeout: float = _CLOSE_TIMEOUT_S) -> bool:
+        """Wait until everything queued so far is drained; ``False`` on timeout."""
+        if self._pid != os.getpid():
+            return not self._queue
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._queue or self._busy:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        """Drain what is queued (waiting a few seconds at most), then let the thread end."""
+        self.flush()
+        self.closed = True
+        self._wake.set()
+
+
+def _run_all(thunks: list[Callable[[], object]]) -> None:
+    global structlog_failures  # noqa: PLW0603
+    for thunk in thunks:
+        try:
+            thunk()
+        except Exception:  # the application's logger failed; nothing to tell but a count
+            structlog_failures += 1
+
+
+_dispatcher: _Worker[Callable[[], object]] = _Worker("costmeter-events", _run_all, _QUEUE_LIMIT)
+
+
+def _dispatch(thunk: Callable[[], object]) -> None:
+    global dropped_events  # noqa: PLW0603
+    if not _dispatcher.put(thunk):
+        dropped_events += 1
+
+
+# -- routing to the application's logging ---------------------------------------------------------
+
+# The methods a structlog wrapper calls on its final logger to *write*; anything else the
+# processors ask of it (``name``, ``isEnabledFor``, ...) is answered on the calling thread.
+_OUTPUT_METHODS = frozenset(
+    {
+        "msg", "log", "trace", "debug", "info", "warning", "warn", "error", "err", "critical",
+        "fatal", "exception", "failure",
+    }
+)  # fmt: skip
+
+
+class _AppOutput:
+    """
+    Stands in for the application's structlog output logger (what its ``logger_factory``
+    makes): whatever the processors ask of it (``name``, ``isEnabledFor``, ...) is answered on
+    the calling thread, and its writes are moved to the dispatcher. The factory is called only
+    for events that got past the application's filtering, so dropped events cost nothing more.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(structlog.get_config()["logger_factory"](LOGGER_NAME), name)
+        if name not in _OUTPUT_METHODS or not callable(attr):
+            return attr
+
+        def write_later(*args: Any, **kwargs: Any) -> None:
+            _dispatch(functools.partial(attr, *args, **kwargs))
+
+        return write_later
+
+
+class _JSONMessage:
+    """A stdlib log message rendered (as one JSON object) only if a handler formats it."""
+
+    __slots__ = ("event", "fields")
+
+    def __init__(self, event: str, fields: dict[str, Any]) -> None:
+        self.event = event
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return _render({"event": self.event, **self.fields}).rstrip("\n")
+
+
+class _Router:
+    """
+    What costmeter logs through: ``info(event, **fields)`` / ``warning(...)`` send one event to
+    the application's structlog pipeline when it configured one, else to the stdlib logger.
+    """
+
+    def info(self, event: str, **fields: Any) -> None:
+        _route("info", logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        _route("warning", logging.WARNING, event, fields)
+
+
+def _route(level: str, levelno: int, event: str, fields: dict[str, Any]) -> None:
+    if structlog.is_configured():
+        getattr(_structlog_logger, level)(event, **fields)
+    elif _stdlib_logger.isEnabledFor(levelno):
+        record = _stdlib_logger.makeRecord(
+            LOGGER_NAME,
+            levelno,
+            "(costmeter)",
+            0,
+            _JSONMessage(event, fields),
+            (),
+            None,
+            extra={"costmeter_event": event, "costmeter_fields": fields},
+        )
+        _dispatch(functools.partial(_stdlib_logger.handle, record))
+
+
+# Resolved against the application's current structlog configuration on every event (never
+# cached), so configuring structlog later, or capture_logs() in tests, takes effect at once.
+_structlog_logger: Any = structlog.wrap_logger(_AppOutput(), cache_logger_on_first_use=False)
+_logger: Any = _Router()
 
 
 # -- emitting ------------------------------------------------------------------------------------
@@ -101,12 +311,14 @@ def usd(amount: Decimal | None) -> float | None:
 
 def emit(event: str, fields: Mapping[str, Any]) -> None:
     """
-    Send one event to the application's structlog pipeline, then to every `log_to()` sink.
+    Send one event to the application's logging, every `log_to()` sink and every listener.
 
-    Never raises: a failing structlog pipeline or sink is counted (and a failing sink reported
-    once), and the caller carries on.
+    Never raises and never waits on a destination: a failing pipeline, sink or listener is
+    counted (a failing sink reported once), and the caller carries on.
     """
     global structlog_failures  # noqa: PLW0603
+    if not _env_read:
+        _read_env_once()
     level = "warning" if event in _WARNING_EVENTS else "info"
     try:
         getattr(_logger, level)(event, **fields)
@@ -115,6 +327,53 @@ def emit(event: str, fields: Mapping[str, Any]) -> None:
     sinks = _sinks
     if sinks:
         _write_to_sinks(sinks, event, level, fields)
+    listeners = _listeners
+    if listeners:
+        _notify(listeners, event, fields)
+
+
+def _notify(
+    listeners: tuple[Callable[[str, Mapping[str, Any]], None], ...],
+    event: str,
+    fields: Mapping[str, Any],
+) -> None:
+    global listener_failures  # noqa: PLW0603
+    for listener in listeners:
+        try:
+            listener(event, fields)
+        except Exception:  # a listener (e.g. a metrics exporter) must not break the call
+            listener_failures += 1
+
+
+def add_listener(listener: Callable[[str, Mapping[str, Any]], None]) -> Callable[[], None]:
+    """
+    Call ``listener(event_name, fields)`` for every event, on the emitting thread; returns a
+    function that removes it. A listener must be quick (it runs inside the user's call) and
+    must not keep *fields* (the same mapping goes to the other destinations).
+    """
+    global _listeners  # noqa: PLW0603
+    with _registry_lock:
+        _listeners = (*_listeners, listener)
+
+    def remove() -> None:
+        global _listeners  # noqa: PLW0603
+        with _registry_lock:
+            _listeners = tuple(item for item in _listeners if item is not listener)
+
+    return remove
+
+
+def flush(timeout: float = _CLOSE_TIMEOUT_S) -> bool:
+    """
+    Wait (at most *timeout* seconds) until queued events reached the application's logger and
+    every stream sink; ``False`` if some destination is still behind.
+    """
+    deadline = time.monotonic() + timeout
+    done = _dispatcher.flush(timeout)
+    for sink in _sinks:
+        if isinstance(sink, _StreamSink):
+            done = sink.flush(max(0.0, deadline - time.monotonic())) and done
+    return done
 
 
 def _write_to_sinks(
@@ -169,7 +428,7 @@ class LogSink:
     A destination registered by `log_to()`. Call it (or `close()`) to stop writing to it.
 
     Attributes:
-        name: The path, ``"<stderr>"``, or the stream's repr.
+        name: The path, ``"<stdout>"``, or the stream's repr.
         written: Lines handed to the destination (approximate under heavy threading).
         failures: Lines lost because rendering or writing raised.
         dropped: Lines dropped because a stream's queue was full (slow or blocked stream).
@@ -217,7 +476,7 @@ class LogSink:
         raise NotImplementedError
 
     def failed(self, exc: BaseException, *, dropped: bool = False) -> None:
-        """Count a lost line and report the first loss to structlog; never raises."""
+        """Count a lost line and report the first loss; never raises."""
         with self._report_lock:
             if dropped:
                 self.dropped += 1
@@ -283,101 +542,56 @@ class _StreamSink(LogSink):
 
     def __init__(self, stream: IO[Any] | None, name: str, processors: tuple[Processor, ...]):
         super().__init__(name, processors)
-        self._stream = stream  # None: sys.stderr, looked up at write time
-        self._queue: collections.deque[str] = collections.deque()
-        self._wake = threading.Event()
-        self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = -1
-        self._busy = False
+        self._stream = stream  # None: sys.stdout, looked up at write time
+        self._worker: _Worker[str] = _Worker(
+            f"costmeter-log {name}", self._write, _STREAM_QUEUE_LINES
+        )
 
     def deliver(self, line: str) -> None:
         if self.closed:
             return
-        if self._pid != os.getpid():
-            self._start()
-        if len(self._queue) >= _STREAM_QUEUE_LINES:
+        if not self._worker.put(line):
             self.failed(RuntimeError(f"log stream {self.name} is not keeping up"), dropped=True)
-            return
-        self._queue.append(line)
-        self._wake.set()
 
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._pid == os.getpid():
-                return
-            if self._pid != -1:  # forked: the parent writes what it queued
-                self._queue.clear()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._run, name=f"costmeter-log {self.name}", daemon=True
-            )
-            self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            self._busy = True
-            try:
-                self._drain()
-            finally:
-                self._busy = False
-            if self.closed and not self._queue:
-                return
-
-    def _drain(self) -> None:
-        queue = self._queue
-        while queue:
-            lines: list[str] = []
-            while queue and len(lines) < 1000:
-                lines.append(queue.popleft())
-            stream = self._stream if self._stream is not None else sys.stderr
-            try:
-                if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
-                    stream.write("".join(lines).encode("utf-8", "replace"))
-                else:
-                    stream.write("".join(lines))
-                flush = getattr(stream, "flush", None)
-                if flush is not None:
-                    flush()
-                self.written += len(lines)
-            except Exception as exc:  # count, report once, keep going
-                for _ in lines:
-                    self.failed(exc)
+    def _write(self, lines: list[str]) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout
+        try:
+            if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+                stream.write("".join(lines).encode("utf-8", "replace"))
+            else:
+                stream.write("".join(lines))
+            flush = getattr(stream, "flush", None)
+            if flush is not None:
+                flush()
+            self.written += len(lines)
+        except Exception as exc:  # count, report once, keep going
+            for _ in lines:
+                self.failed(exc)
 
     def flush(self, timeout: float = _CLOSE_TIMEOUT_S) -> bool:
         """Wait until everything queued so far is written; ``False`` on timeout."""
-        if self._pid != os.getpid():
-            return not self._queue
-        deadline = time.monotonic() + timeout
-        self._wake.set()
-        while self._queue or self._busy:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self._worker.flush(timeout)
 
     def close(self) -> None:
         super().close()
-        self.flush()
-        self._wake.set()
+        self._worker.close()
 
 
 def log_to(
     target: str | os.PathLike[str] | IO[str], *, processors: Iterable[Processor] = ()
 ) -> LogSink:
     """
-    Also write costmeter's events as JSON lines to *target*, without touching structlog's config.
+    Also write costmeter's events as JSON lines to *target*, without touching any logging config.
 
-    Events keep going to ``structlog.get_logger("costmeter")`` as before; this adds a
-    destination. Each line is one JSON object: ``timestamp`` (ISO 8601 UTC), ``level``,
-    ``event``, then the event's fields.
+    Events keep going to the application's logging as before; this adds a destination. Each
+    line is one JSON object: ``timestamp`` (ISO 8601 UTC), ``level``, ``event``, then the
+    event's fields.
 
     Args:
         target: A file path (appended to; created if missing; safe to share between threads and
-            processes), ``"-"`` for standard error, or an open text stream (written by a
-            background thread so a slow stream never delays an API call).
+            processes), ``"-"`` for standard output, or an open text stream such as
+            ``sys.stderr`` (streams are written by a background thread so a slow or blocked
+            stream never delays an API call).
         processors: structlog processors run on each event dict (as ``(None, level,
             event_dict)``) before rendering, e.g. ``[otel_genai_keys]``. If the last one returns
             a ``str``, that is the line. Raising ``structlog.DropEvent`` skips the event.
@@ -393,7 +607,7 @@ def log_to(
     sink: LogSink
     if isinstance(target, (str, os.PathLike)):
         path = os.fspath(target)
-        sink = _StreamSink(None, "<stderr>", chain) if path == "-" else _FileSink(path, chain)
+        sink = _StreamSink(None, "<stdout>", chain) if path == "-" else _FileSink(path, chain)
     elif hasattr(target, "write"):
         sink = _StreamSink(target, getattr(target, "name", None) or repr(target), chain)
     else:
@@ -403,18 +617,26 @@ def log_to(
     return sink
 
 
+def _read_env_once() -> None:
+    with _env_lock:  # concurrent first events: one opens the file, the others wait for it
+        if not _env_read:
+            configure_from_env()
+
+
 def configure_from_env() -> LogSink | None:
     """
-    Honour ``COSTMETER_LOG_FILE`` (a path, or ``-`` for stderr); called when costmeter is imported.
+    Honour ``COSTMETER_LOG_FILE`` (a path, or ``-`` for stdout); idempotent.
 
-    Idempotent. Opens the file and does nothing else; a file that cannot be opened is reported
-    with a ``RuntimeWarning`` instead of breaking the application's import.
+    Runs by itself when the first event is emitted (importing costmeter reads no environment
+    and opens nothing); call it to open the file earlier. A file that cannot be opened is
+    reported with a ``RuntimeWarning`` instead of breaking the application.
     """
-    global _env_sink  # noqa: PLW0603
+    global _env_sink, _env_read  # noqa: PLW0603
+    _env_read = True
     target = os.environ.get(LOG_FILE_ENV, "").strip()
     if not target:
         return None
-    if _env_sink is not None and not _env_sink.closed and _env_sink.name in (target, "<stderr>"):
+    if _env_sink is not None and not _env_sink.closed and _env_sink.name in (target, "<stdout>"):
         return _env_sink
     try:
         _env_sink = log_to(target)
@@ -429,11 +651,8 @@ def configure_from_env() -> LogSink | None:
 
 
 @atexit.register
-def _flush_streams_at_exit() -> None:
-    deadline = time.monotonic() + _CLOSE_TIMEOUT_S
-    for sink in _sinks:
-        if isinstance(sink, _StreamSink):
-            sink.flush(max(0.0, deadline - time.monotonic()))
+def _flush_at_exit() -> None:
+    flush(_CLOSE_TIMEOUT_S)
 
 
 # -- OpenTelemetry GenAI names -------------------------------------------------------------------

@@ -23,6 +23,7 @@ The report engine itself (reading and adding up logs) lives in `costmeter._repor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import io
 import json
@@ -117,13 +118,17 @@ def _parse_when(text: str) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
 
 
+_BY_CHOICES = ("model", "day", "budget", "api", "tag:KEY", "none")
+_CSV_KEY_WITHOUT_GROUPS = "group"  # the CSV key column's header for --by none (only TOTAL rows)
+
+
 def _parse_by(text: str) -> str:
-    if text in ("model", "day", "budget", "api", "none"):
+    if text in _BY_CHOICES and text != "tag:KEY":
         return text
     if text.startswith("tag:") and len(text) > 4:
         return text
     raise argparse.ArgumentTypeError(
-        f"invalid --by {text!r}: use model, day, budget, api or tag:KEY (e.g. tag:team)"
+        f"invalid --by {text!r}: choose from {', '.join(_BY_CHOICES)} (e.g. tag:team)"
     )
 
 
@@ -152,6 +157,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since >= args.until:
         raise UsageError("--since must be before --until")
     report = build_report(args.files, args.by, args.since, args.until)
+    if args.format == "csv" and report.by == "none":
+        # The key column's header is the grouping; "none" would read as a null key.
+        report = dataclasses.replace(report, by=_CSV_KEY_WITHOUT_GROUPS)
     writer = {"table": write_table, "json": write_json, "csv": write_csv}[args.format]
     writer(report, sys.stdout)
     _report_notes(report)
@@ -191,7 +199,7 @@ def _add_report(subparsers: Subparsers) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="log file, .gz file, or - (stdin)")
     parser.add_argument(
         "--by", type=_parse_by, default="model", metavar="KEY",
-        help="group by model (default), day, budget, api, tag:KEY or none",
+        help="group by " + ", ".join(_BY_CHOICES) + " (default: model)",
     )  # fmt: skip
     parser.add_argument(
         "--since", type=_parse_when, metavar="ISO",
@@ -288,12 +296,13 @@ def _add_price(subparsers: Subparsers) -> None:
 # -- estimate ------------------------------------------------------------------------------------
 
 
-def _read_body(name: str) -> dict[str, Any]:
+def _read_body(path: str) -> dict[str, Any]:
+    name = "<stdin>" if path == "-" else path  # how messages name the input
     try:
-        if name == "-":
+        if path == "-":
             text = sys.stdin.read()
         else:
-            with open(name, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8") as fh:
                 text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise Unreadable(name, exc) from None
