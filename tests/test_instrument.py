@@ -24,6 +24,11 @@ MESSAGES = [{"role": "user", "content": "Name three prime numbers."}]
 _ORIGINAL = {
     cls: (cls.__dict__.get("request"), cls.request) for cls in (openai.OpenAI, openai.AsyncOpenAI)
 }
+_HOOKS = [
+    (cls, name, cls.__dict__.get(name))
+    for cls in (openai.OpenAI, openai.AsyncOpenAI)
+    for name in ("_send_request", "_process_response")
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +49,8 @@ def _always_uninstrumented(server: FakeOpenAI) -> Iterator[None]:
     for cls, (own, resolved) in _ORIGINAL.items():
         assert own is cls.__dict__.get("request")
         assert resolved is cls.request
+    for cls, name, own in _HOOKS:
+        assert own is cls.__dict__.get(name)
 
 
 def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
@@ -110,12 +117,36 @@ class TestSync:
         assert [] == calls(logs)
         assert costmeter.instrument() is not handle  # a fresh handle can instrument again
 
+    def test_failed_and_lost_attempts_are_recorded(self, server: FakeOpenAI) -> None:
+        """Instrumented clients see each attempt too: a 500 is an error event with no cost; a
+        request whose response was lost is charged its reserved worst case."""
+        client = openai.OpenAI(**_kwargs(server))
+        with capture_logs() as logs, costmeter.instrument():
+            server.fail_next(500)
+            with pytest.raises(openai.InternalServerError):
+                _chat(client)
+            server.reset_next(before_headers=True)
+            with pytest.raises(openai.APIConnectionError):
+                _chat(client)
+
+        failed, lost = calls(logs)
+        assert ("error", "reported", 0) == (
+            failed["outcome"],
+            failed["usage_source"],
+            failed["cost_usd"],
+        )
+        assert ("error", "reserved") == (lost["outcome"], lost["usage_source"])
+        assert lost["cost_usd"] == lost["estimated_cost_usd"] > 0
+
     def test_costmeter_clients_are_not_metered_twice(self, server: FakeOpenAI) -> None:
         """costmeter.OpenAI meters itself; instrumentation passes its calls straight through."""
         client = costmeter.OpenAI(**_kwargs(server))
 
         with capture_logs() as logs, costmeter.instrument():
             _chat(client)
+            server.reset_next(before_headers=True)  # one attempt, not two, for the lost one
+            with pytest.raises(openai.APIConnectionError):
+                _chat(client)
             for _ in client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=MESSAGES,  # type: ignore[arg-type]
@@ -123,7 +154,8 @@ class TestSync:
             ):
                 pass
 
-        assert 2 == len(calls(logs))
+        assert ["ok", "error", "ok"] == [e["outcome"] for e in calls(logs)]
+        assert calls(logs)[1]["cost_usd"] == calls(logs)[1]["estimated_cost_usd"]
 
     def test_result_and_body_unchanged(self, server: FakeOpenAI) -> None:
         """An instrumented client returns the SDK's objects and sends the same body."""

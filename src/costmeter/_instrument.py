@@ -20,7 +20,13 @@ import openai
 import wrapt
 
 from costmeter._errors import ConfigurationError
-from costmeter._flow import request_async, request_sync
+from costmeter._flow import (
+    process_response_failed,
+    request_async,
+    request_sync,
+    send_request_async,
+    send_request_sync,
+)
 from costmeter._meter import MeterConfig
 
 if TYPE_CHECKING:
@@ -32,6 +38,13 @@ _lock = threading.Lock()
 _active: Instrumentation | None = None
 
 
+def _send_request_args(hook: Any, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """Call an attempt hook with ``_send_request(request, *, stream, **kwargs)``'s arguments."""
+    options = dict(kwargs)
+    request = args[0] if args else options.pop("request")
+    return hook(wrapped, request, options.pop("stream", False), options)
+
+
 class Instrumentation:
     """Handle returned by `instrument`; ``uninstrument()`` (or leaving ``with``) undoes it."""
 
@@ -39,7 +52,7 @@ class Instrumentation:
         self.config = config
         # Azure clients' request ``model`` is a deployment name: priced through ``deployments``.
         self._azure_config = dataclasses.replace(config, azure=True)
-        self._originals: list[tuple[type, Any]] = []
+        self._originals: list[tuple[type, str, Any]] = []
 
     def _config_for(self, instance: Any) -> MeterConfig:
         azure = isinstance(instance, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
@@ -72,21 +85,55 @@ class Instrumentation:
 
             return await bind(*args, **kwargs)
 
-        for cls, wrapper in ((openai.OpenAI, sync_wrapper), (openai.AsyncOpenAI, async_wrapper)):
-            original = cls.__dict__.get("request")
-            self._originals.append((cls, original))
-            target = original if original is not None else cls.request
-            cls.request = wrapt.FunctionWrapper(target, wrapper)  # type: ignore[method-assign]
+        def send_sync(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if getattr(instance, "_costmeter", None) is not None:
+                return wrapped(*args, **kwargs)
+            return _send_request_args(send_request_sync, wrapped, args, kwargs)
+
+        async def send_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if getattr(instance, "_costmeter", None) is not None:
+                return await wrapped(*args, **kwargs)
+            return await _send_request_args(send_request_async, wrapped, args, kwargs)
+
+        def process_sync(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            try:
+                return wrapped(*args, **kwargs)
+            except BaseException:
+                if getattr(instance, "_costmeter", None) is None:
+                    process_response_failed(kwargs.get("response"))
+                raise
+
+        async def process_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            try:
+                return await wrapped(*args, **kwargs)
+            except BaseException:
+                if getattr(instance, "_costmeter", None) is None:
+                    process_response_failed(kwargs.get("response"))
+                raise
+
+        # The same three interception points as costmeter's own clients (see `costmeter._flow`).
+        for cls, name, wrapper in (
+            (openai.OpenAI, "request", sync_wrapper),
+            (openai.OpenAI, "_send_request", send_sync),
+            (openai.OpenAI, "_process_response", process_sync),
+            (openai.AsyncOpenAI, "request", async_wrapper),
+            (openai.AsyncOpenAI, "_send_request", send_async),
+            (openai.AsyncOpenAI, "_process_response", process_async),
+        ):
+            original = cls.__dict__.get(name)
+            self._originals.append((cls, name, original))
+            target = original if original is not None else getattr(cls, name)
+            setattr(cls, name, wrapt.FunctionWrapper(target, wrapper))
 
     def uninstrument(self) -> None:
         """Restore the SDK's classes exactly as they were."""
         global _active  # noqa: PLW0603
         with _lock:
-            for cls, original in reversed(self._originals):
+            for cls, name, original in reversed(self._originals):
                 if original is None:
-                    del cls.request
+                    delattr(cls, name)
                 else:
-                    cls.request = original
+                    setattr(cls, name, original)
             self._originals.clear()
             if _active is self:
                 _active = None
