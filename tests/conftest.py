@@ -157,7 +157,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="module", name="server")
 def _server() -> Iterator[Any]:
-    """One FakeOpenAI loopback server per test module."""
+    """One FakeOpenAI loopback server per test module (modules that need another configuration
+    define their own ``server``)."""
     from costmeter.testing import FakeOpenAI
 
     with FakeOpenAI() as fake:

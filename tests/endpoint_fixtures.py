@@ -20,12 +20,6 @@ def client_kwargs(server: FakeOpenAI) -> dict[str, Any]:
     return {"api_key": "test", "base_url": server.base_url, "max_retries": 0}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
     server.reset()

@@ -28,13 +28,6 @@ MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in a lin
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    """One loopback server for the module (it serves Azure-style paths too)."""
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
     server.reset()

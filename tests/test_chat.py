@@ -35,13 +35,6 @@ def _record(name: str) -> dict[str, Any]:
     return record
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    """One loopback server for the module."""
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
     server.reset()

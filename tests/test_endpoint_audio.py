@@ -51,12 +51,6 @@ def wav_file(seconds: float, *, rate: int = 8_000) -> bytes:
 THREE_SECONDS = ("speech.wav", wav_file(3.0), "audio/wav")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
     server.reset()

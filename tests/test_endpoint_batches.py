@@ -42,8 +42,7 @@ from . import endpoint_fixtures
 from .endpoint_fixtures import client_kwargs
 from .helpers import calls, money
 
-server, client, aclient = (
-    endpoint_fixtures.server,
+client, aclient = (
     endpoint_fixtures.client,
     endpoint_fixtures.aclient,
 )

@@ -42,13 +42,6 @@ EDIT = ImageEditEndpoint()
 VARIATION = ImageVariationEndpoint()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    """One loopback server for the module, checked clean after every test."""
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _clean(server: FakeOpenAI) -> Iterator[None]:
     server.reset()

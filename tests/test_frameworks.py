@@ -35,12 +35,6 @@ def _need(module: str) -> Any:
     )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture
 def metered(server: FakeOpenAI) -> Iterator[list[dict[str, Any]]]:
     """instrument() active and events captured for the test; undone afterwards."""

@@ -31,13 +31,6 @@ _HOOKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    """One loopback server for the module."""
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _always_uninstrumented(server: FakeOpenAI) -> Iterator[None]:
     """Every test starts and ends with the SDK exactly as shipped."""

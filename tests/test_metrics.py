@@ -39,12 +39,6 @@ GENAI = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture
 def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
     server.reset()

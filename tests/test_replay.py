@@ -30,13 +30,6 @@ RECORDS = load_traffic()
 _OUTCOME_OF_STATUS = {"completed": "ok", "incomplete": "incomplete", "failed": "failed"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    """One loopback server answering with the recorded payloads."""
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
     server.reset()
