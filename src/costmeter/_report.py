@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import sys
@@ -52,6 +53,7 @@ __all__ = [
 _ZERO = Decimal(0)
 _MILLION = Decimal(1_000_000)
 _GZIP_MAGIC = b"\x1f\x8b"
+_PARALLEL_MIN_BYTES = 32 << 20
 _CALL = "costmeter.call"
 _OTEL_MARK = "gen_ai.usage.input_tokens"  # present in every call logged with otel_genai_keys
 
@@ -66,9 +68,18 @@ class UsageError(Exception):
 class Unreadable(Exception):
     """A file could not be read (exit 3)."""
 
-    def __init__(self, name: str, exc: BaseException) -> None:
-        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    def __init__(self, name: str, exc: BaseException | str) -> None:
+        detail = exc if isinstance(exc, str) else _detail(exc)
+        self.name = name
+        self.detail = detail
         super().__init__(f"cannot read {name}: {detail}")
+
+    def __reduce__(self) -> tuple[type[Unreadable], tuple[str, str]]:
+        return (Unreadable, (self.name, self.detail))  # raised again in the parent process
+
+
+def _detail(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -108,18 +119,70 @@ class Progress:
 
 
 class _RawReader(io.RawIOBase):
-    """Any binary file object as a raw stream, so `io.BufferedReader` can give it ``peek``."""
+    """
+    Any binary file object as a raw stream, so `io.BufferedReader` can give it ``peek``; with
+    *limit*, only that many bytes of it (one piece of a file read in parallel).
+    """
 
-    def __init__(self, source: IO[bytes]) -> None:
+    def __init__(self, source: IO[bytes], limit: int | None = None) -> None:
         self._source = source
+        self._left = limit
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._source.read(len(buffer))
+        wanted = len(buffer) if self._left is None else min(len(buffer), self._left)
+        data = self._source.read(wanted)
         buffer[: len(data)] = data
+        if self._left is not None:
+            self._left -= len(data)
         return len(data)
+
+
+def _read_piece(name: str, start: int, end: int, show_progress: bool) -> Iterator[bytes]:
+    """The lines of bytes [start, end) of a plain file (both ends at line boundaries)."""
+    try:
+        with open(name, "rb") as raw:
+            raw.seek(start)
+            stream = io.BufferedReader(_RawReader(raw, end - start), 1 << 16)
+            progress = Progress(name, end - start, lambda: raw.tell() - start)
+            progress.enabled = progress.enabled and show_progress
+            count = 0
+            try:
+                for line in stream:
+                    count += 1
+                    if not count & 0x3FFF:
+                        progress.tick(count)
+                    yield line
+            finally:
+                progress.done()
+    except OSError as exc:
+        raise Unreadable(name, exc) from None
+
+
+def _pieces(name: str, parts: int) -> list[tuple[int, int]]:
+    """
+    *name* cut into *parts* byte ranges at line boundaries, for reading in parallel; one piece
+    for stdin, gzip, small files (< 32 MB) and single-line stretches.
+    """
+    if parts < 2 or name == "-":
+        return [(0, -1)]
+    try:
+        with open(name, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < _PARALLEL_MIN_BYTES or fh.read(2) == _GZIP_MAGIC:
+                return [(0, -1)]
+            cuts = [0]
+            for n in range(1, parts):
+                fh.seek(max(size * n // parts, cuts[-1]))
+                fh.readline()
+                cuts.append(fh.tell())
+    except OSError:
+        return [(0, -1)]  # _read_lines reports it
+    cuts.append(size)
+    pieces = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+    return pieces if len(pieces) > 1 else [(0, -1)]
 
 
 def _read_lines(name: str) -> Iterator[bytes]:
@@ -220,6 +283,9 @@ INT_FIELDS = frozenset(
     }
 )
 OTEL_TAG_PREFIX = "costmeter.tags."
+#: Attributes only some reports read (``--by day/budget/api/tag:KEY``, ``--since``): a decoder
+#: may leave the others ``None``.
+OPTIONAL_FIELDS = frozenset({"timestamp", "tags", "budget", "api"})
 
 
 class Fields:
@@ -298,13 +364,13 @@ def _fields_of(event: dict[str, Any], tag_key: str | None) -> Fields:
     return row
 
 
-def _fast_decoder(tag_key: str | None) -> tuple[Any, Any, Any]:
+def _fast_decoder(tag_key: str | None, wanted: frozenset[str] | None) -> tuple[Any, Any, Any]:
     """msgspec's ``(decode, from_otel, UNSET)`` (see `costmeter._report_fast`), or ``None``s."""
     try:
         from costmeter._report_fast import decoder  # noqa: PLC0415
     except ImportError:
         return None, None, None
-    return decoder(tag_key)
+    return decoder(tag_key, wanted)
 
 
 def _fast_errors() -> tuple[type[Exception], ...]:
@@ -336,20 +402,40 @@ def read_events(
 
     *engine*: ``msgspec`` (fails without it), ``json`` (the standard library only) or ``auto``.
     """
+    fast, from_otel, unset = _engine(engine, tag_key)
+    return _events((_read_lines(name) for name in files), stats, tag_key, fast, from_otel, unset)
+
+
+def _engine(
+    engine: str, tag_key: str | None, wanted: frozenset[str] | None = None
+) -> tuple[Any, Any, Any]:
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     fast: Any
     from_otel: Any
-    fast, from_otel, unset = (None, None, None) if engine == "json" else _fast_decoder(tag_key)
+    fast, from_otel, unset = (
+        (None, None, None) if engine == "json" else _fast_decoder(tag_key, wanted)
+    )
     if fast is None and engine == "msgspec":
         raise UsageError("engine msgspec needs msgspec: pip install 'costmeter[fast]'")
+    return fast, from_otel, unset
+
+
+def _events(
+    sources: Iterable[Iterable[bytes]],
+    stats: ReadStats,
+    tag_key: str | None,
+    fast: Any,
+    from_otel: Any,
+    unset: Any,
+) -> Iterator[Fields]:
     rejected = _fast_errors() if fast is not None else ()
     decode = json.JSONDecoder(parse_float=Decimal).decode  # money stays exact: Decimal, not float
     other = malformed = lines = 0
     other_events = stats.other_events
     try:
-        for name in files:
-            for line in _read_lines(name):
+        for source in sources:
+            for line in source:
                 lines += 1
                 if b"costmeter." not in line:
                     if line.strip():
@@ -557,6 +643,18 @@ class Report:
     since: datetime | None = None
     until: datetime | None = None
 
+    def merge(self, other: Report) -> None:
+        """Add the groups and counts of *other* (a piece of the same input) to this report."""
+        for key, totals in other.groups.items():
+            mine = self.groups.get(key)
+            if mine is None:
+                self.groups[key] = totals
+            else:
+                mine.merge(totals)
+        for name in ("lines", "other_lines", "malformed_lines", "out_of_range", "no_timestamp"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.other_events.update(other.other_events)
+
 
 def _grouper(by: str) -> Callable[[Fields, datetime | None], str]:
     """The group key of a call for ``--by``."""
@@ -588,41 +686,115 @@ def build_report(
     until: datetime | None,
     *,
     engine: str = "auto",
+    workers: int | None = None,
 ) -> Report:
-    """Add up the ``costmeter.call`` events of *files*, grouped *by*, within [since, until)."""
+    """
+    Add up the ``costmeter.call`` events of *files*, grouped *by*, within [since, until).
+
+    A large plain file (>= 32 MB) is read by *workers* processes at once (default: 2 when the
+    machine has 2 cores or more and the process runs no other thread, since it forks), each
+    adding up its own byte range; the pieces are merged in file order, so the result does not
+    depend on which finished first. The standard-library engine cuts the same pieces.
+    """
     report = Report(by=by, since=since, until=until)
+    fast, from_otel, unset = _engine(engine, _tag_key(by), _wanted(by, since, until))
+    if workers is None:
+        workers = _default_workers()
+    with money_math():
+        for name in files:
+            pieces = _pieces(name, workers)
+            if len(pieces) == 1:
+                sources: Iterable[Iterable[bytes]] = [_read_lines(name)]
+                _add_up(report, sources, fast, from_otel, unset)
+                continue
+            from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+            from multiprocessing import get_context  # noqa: PLC0415
+
+            with ProcessPoolExecutor(len(pieces) - 1, mp_context=get_context("fork")) as pool:
+                others = [
+                    pool.submit(_piece_report, name, start, end, by, since, until, engine)
+                    for start, end in pieces[1:]
+                ]
+                start, end = pieces[0]
+                _add_up(report, [_read_piece(name, start, end, True)], fast, from_otel, unset)
+                for other in others:
+                    report.merge(other.result())
+        for _key, group in sorted(report.groups.items()):
+            report.total.merge(group)
+    if by == "none":
+        report.groups.clear()
+    return report
+
+
+def _default_workers() -> int:
+    import threading  # noqa: PLC0415
+
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return 1  # fork is the start method here; forking a process with other threads is unsafe
+    return min(2, os.cpu_count() or 1)
+
+
+def _wanted(by: str, since: datetime | None, until: datetime | None) -> frozenset[str]:
+    """The `OPTIONAL_FIELDS` a report needs."""
+    wanted = set()
+    if since is not None or until is not None or by == "day":
+        wanted.add("timestamp")
+    if by in ("budget", "api"):
+        wanted.add(by)
+    if by.startswith("tag:"):
+        wanted.add("tags")
+    return frozenset(wanted)
+
+
+def _tag_key(by: str) -> str | None:
+    return by[4:] if by.startswith("tag:") else None
+
+
+def _piece_report(
+    name: str,
+    start: int,
+    end: int,
+    by: str,
+    since: datetime | None,
+    until: datetime | None,
+    engine: str,
+) -> Report:
+    """One byte range of a file, added up in a worker process (no progress display there)."""
+    report = Report(by=by, since=since, until=until)
+    fast, from_otel, unset = _engine(engine, _tag_key(by), _wanted(by, since, until))
+    with money_math():
+        _add_up(report, [_read_piece(name, start, end, False)], fast, from_otel, unset)
+    return report
+
+
+def _add_up(
+    report: Report, sources: Iterable[Iterable[bytes]], fast: Any, from_otel: Any, unset: Any
+) -> None:
+    """Add the calls of *sources* to *report*'s groups (inside `money_math`)."""
+    since, until, by = report.since, report.until, report.by
     stats = ReadStats(other_events=report.other_events)
     prices = _Prices()
     windowed = since is not None or until is not None
     need_time = windowed or by == "day"
     group_of = _grouper(by)
     groups = report.groups
-    with money_math():
-        rows = read_events(
-            files, stats, tag_key=by[4:] if by.startswith("tag:") else None, engine=engine
-        )
-        for row in rows:
-            when = event_time(row.timestamp) if need_time else None
-            if windowed:
-                if when is None:
-                    report.no_timestamp += 1
-                    continue
-                if (since is not None and when < since) or (until is not None and when >= until):
-                    report.out_of_range += 1
-                    continue
-            key = group_of(row, when)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Totals()
-            group.add(row, prices)
-        for _key, group in sorted(groups.items()):
-            report.total.merge(group)
-    if by == "none":
-        groups.clear()
-    report.lines = stats.lines
-    report.other_lines = stats.other_lines
-    report.malformed_lines = stats.malformed_lines
-    return report
+    for row in _events(sources, stats, _tag_key(by), fast, from_otel, unset):
+        when = event_time(row.timestamp) if need_time else None
+        if windowed:
+            if when is None:
+                report.no_timestamp += 1
+                continue
+            if (since is not None and when < since) or (until is not None and when >= until):
+                report.out_of_range += 1
+                continue
+        key = group_of(row, when)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Totals()
+        group.add(row, prices)
+    report.lines += stats.lines
+    report.other_lines += stats.other_lines
+    report.malformed_lines += stats.malformed_lines
 
 
 # -- output --------------------------------------------------------------------------------------
