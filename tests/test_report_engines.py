@@ -46,6 +46,7 @@ ODD_LINES = [
     '{"event": "costmeter.call", "timestamp": "not a date", "model": "gpt-5", "cost_usd": 2}',
     '{"event": "costmeter.call", "timestamp": true, "model": "gpt-5", "cost_usd": 2}',
     '{"event": "costmeter.call", "budget": 7, "api": ["x"], "cost_usd": 0.125}',
+    '{"event": "costmeter.call", "input_cost_usd": "abc", "output_cost_usd": true, "cost_usd": 1}',
     '{"event": "costmeter.call", "gen_ai.usage.input_tokens": null, "cost_usd": 9}',
     '{"event": "costmeter.call", "gen_ai.usage.input_tokens": 5, "costmeter.tags.team": 2}',
     '{"event": 42, "model": "costmeter.call"}',

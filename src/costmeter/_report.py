@@ -270,6 +270,11 @@ FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("cost_usd", "gen_ai.usage.cost.amount"),
     ("budget", "costmeter.budget"),
     ("api", "costmeter.api"),
+    ("input_cost_usd", "costmeter.input_cost_usd"),
+    ("cached_input_cost_usd", "costmeter.cached_input_cost_usd"),
+    ("cache_write_cost_usd", "costmeter.cache_write_cost_usd"),
+    ("output_cost_usd", "costmeter.output_cost_usd"),
+    ("tool_cost_usd", "costmeter.tool_cost_usd"),
 )
 #: Fields that must be JSON integers (or null/absent, meaning 0) in a ``costmeter.call`` event.
 INT_FIELDS = frozenset(
@@ -285,7 +290,18 @@ INT_FIELDS = frozenset(
 OTEL_TAG_PREFIX = "costmeter.tags."
 #: Attributes only some reports read (``--by day/budget/api/tag:KEY``, ``--since``): a decoder
 #: may leave the others ``None``.
-OPTIONAL_FIELDS = frozenset({"timestamp", "tags", "budget", "api"})
+#: Money fields: JSON numbers (or numeric strings) read as exact Decimals.
+MONEY_FIELDS = frozenset(
+    {
+        "cost_usd",
+        "input_cost_usd",
+        "cached_input_cost_usd",
+        "cache_write_cost_usd",
+        "output_cost_usd",
+        "tool_cost_usd",
+    }
+)
+OPTIONAL_FIELDS = frozenset({"timestamp", "tags", "budget", "api", *MONEY_FIELDS - {"cost_usd"}})
 
 
 class Fields:
@@ -314,6 +330,11 @@ class Fields:
     cost_usd: Decimal | None
     budget: Any
     api: Any
+    input_cost_usd: Decimal | None
+    cached_input_cost_usd: Decimal | None
+    cache_write_cost_usd: Decimal | None
+    output_cost_usd: Decimal | None
+    tool_cost_usd: Decimal | None
 
 
 class _Malformed(Exception):
@@ -333,26 +354,29 @@ def _money(value: object) -> Decimal | None:
     raise _Malformed("cost_usd")
 
 
-def _fields_of(event: dict[str, Any], tag_key: str | None) -> Fields:
+def _fields_of(event: dict[str, Any], decoder: _Decoder) -> Fields:
     """
     The `Fields` of a decoded line (standard-library path). The types checked here are the
-    types the msgspec structs declare, so both paths accept and reject the same lines.
+    types the msgspec structs declare, so both paths accept and reject the same lines; fields
+    not wanted are left ``None`` (and unchecked), as msgspec leaves them.
 
     Raises:
-        _Malformed: a ``costmeter.call`` event with a non-integer token count or a cost that is
-            not a number.
+        _Malformed: a ``costmeter.call`` event with a non-integer token count or an amount that
+            is not a number.
     """
     row = Fields()
     row.event = event.get("event")
-    row.timestamp = event.get("timestamp")
+    skip = decoder.skip
     otel = _OTEL_MARK in event
     for name, otel_key in FIELD_KEYS:
-        setattr(row, name, event.get(otel_key if otel else name))
+        setattr(row, name, None if name in skip else event.get(otel_key if otel else name))
+    row.timestamp = None if "timestamp" in skip else event.get("timestamp")
+    tag_key = decoder.tag_key
+    row.tags = None
     if otel:
-        row.tags = None
         if tag_key is not None and OTEL_TAG_PREFIX + tag_key in event:
             row.tags = {tag_key: event[OTEL_TAG_PREFIX + tag_key]}
-    else:
+    elif "tags" not in skip:
         tags = event.get("tags")
         row.tags = tags if isinstance(tags, dict) else None
     if row.event == _CALL:
@@ -360,8 +384,20 @@ def _fields_of(event: dict[str, Any], tag_key: str | None) -> Fields:
             value = getattr(row, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise _Malformed(name)
-        row.cost_usd = _money(row.cost_usd)
+        for name in MONEY_FIELDS - skip:
+            setattr(row, name, _money(getattr(row, name)))
     return row
+
+
+@dataclass(frozen=True)
+class _Decoder:
+    """How lines are decoded: which optional fields, which tag, and msgspec's parts if used."""
+
+    tag_key: str | None
+    skip: frozenset[str]
+    fast: Any = None
+    from_otel: Any = None
+    unset: Any = None
 
 
 def _fast_decoder(tag_key: str | None, wanted: frozenset[str] | None) -> tuple[Any, Any, Any]:
@@ -395,20 +431,20 @@ def read_events(
     *,
     tag_key: str | None = None,
     engine: str = "auto",
+    wanted: frozenset[str] | None = None,
 ) -> Iterator[Fields]:
     """
     Every ``costmeter.call`` event in *files*, as `Fields` (cost already a Decimal, token counts
     checked), counting the lines that are something else in *stats*.
 
     *engine*: ``msgspec`` (fails without it), ``json`` (the standard library only) or ``auto``.
+    *wanted*: the `OPTIONAL_FIELDS` to read (default all); the others are ``None``.
     """
-    fast, from_otel, unset = _engine(engine, tag_key)
-    return _events((_read_lines(name) for name in files), stats, tag_key, fast, from_otel, unset)
+    decoder = _engine(engine, tag_key, wanted)
+    return _events((_read_lines(name) for name in files), stats, decoder)
 
 
-def _engine(
-    engine: str, tag_key: str | None, wanted: frozenset[str] | None = None
-) -> tuple[Any, Any, Any]:
+def _engine(engine: str, tag_key: str | None, wanted: frozenset[str] | None = None) -> _Decoder:
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     fast: Any
@@ -418,17 +454,14 @@ def _engine(
     )
     if fast is None and engine == "msgspec":
         raise UsageError("engine msgspec needs msgspec: pip install 'costmeter[fast]'")
-    return fast, from_otel, unset
+    skip = OPTIONAL_FIELDS - (OPTIONAL_FIELDS if wanted is None else wanted)
+    return _Decoder(tag_key, skip, fast, from_otel, unset)
 
 
 def _events(
-    sources: Iterable[Iterable[bytes]],
-    stats: ReadStats,
-    tag_key: str | None,
-    fast: Any,
-    from_otel: Any,
-    unset: Any,
+    sources: Iterable[Iterable[bytes]], stats: ReadStats, decoder: _Decoder
 ) -> Iterator[Fields]:
+    fast, from_otel, unset = decoder.fast, decoder.from_otel, decoder.unset
     rejected = _fast_errors() if fast is not None else ()
     decode = json.JSONDecoder(parse_float=Decimal).decode  # money stays exact: Decimal, not float
     other = malformed = lines = 0
@@ -460,7 +493,7 @@ def _events(
                         malformed += 1
                         continue
                     try:
-                        row = _fields_of(event, tag_key)
+                        row = _fields_of(event, decoder)
                     except _Malformed:
                         malformed += 1
                         continue
@@ -697,7 +730,7 @@ def build_report(
     depend on which finished first. The standard-library engine cuts the same pieces.
     """
     report = Report(by=by, since=since, until=until)
-    fast, from_otel, unset = _engine(engine, _tag_key(by), _wanted(by, since, until))
+    decoder = _engine(engine, _tag_key(by), _wanted(by, since, until))
     if workers is None:
         workers = _default_workers()
     with money_math():
@@ -705,7 +738,7 @@ def build_report(
             pieces = _pieces(name, workers)
             if len(pieces) == 1:
                 sources: Iterable[Iterable[bytes]] = [_read_lines(name)]
-                _add_up(report, sources, fast, from_otel, unset)
+                _add_up(report, sources, decoder)
                 continue
             from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
             from multiprocessing import get_context  # noqa: PLC0415
@@ -716,7 +749,7 @@ def build_report(
                     for start, end in pieces[1:]
                 ]
                 start, end = pieces[0]
-                _add_up(report, [_read_piece(name, start, end, True)], fast, from_otel, unset)
+                _add_up(report, [_read_piece(name, start, end, True)], decoder)
                 for other in others:
                     report.merge(other.result())
         for _key, group in sorted(report.groups.items()):
@@ -761,15 +794,13 @@ def _piece_report(
 ) -> Report:
     """One byte range of a file, added up in a worker process (no progress display there)."""
     report = Report(by=by, since=since, until=until)
-    fast, from_otel, unset = _engine(engine, _tag_key(by), _wanted(by, since, until))
+    decoder = _engine(engine, _tag_key(by), _wanted(by, since, until))
     with money_math():
-        _add_up(report, [_read_piece(name, start, end, False)], fast, from_otel, unset)
+        _add_up(report, [_read_piece(name, start, end, False)], decoder)
     return report
 
 
-def _add_up(
-    report: Report, sources: Iterable[Iterable[bytes]], fast: Any, from_otel: Any, unset: Any
-) -> None:
+def _add_up(report: Report, sources: Iterable[Iterable[bytes]], decoder: _Decoder) -> None:
     """Add the calls of *sources* to *report*'s groups (inside `money_math`)."""
     since, until, by = report.since, report.until, report.by
     stats = ReadStats(other_events=report.other_events)
@@ -778,7 +809,7 @@ def _add_up(
     need_time = windowed or by == "day"
     group_of = _grouper(by)
     groups = report.groups
-    for row in _events(sources, stats, _tag_key(by), fast, from_otel, unset):
+    for row in _events(sources, stats, decoder):
         when = event_time(row.timestamp) if need_time else None
         if windowed:
             if when is None:

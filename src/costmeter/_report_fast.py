@@ -17,6 +17,7 @@ from costmeter._report import (
     _OTEL_MARK,
     FIELD_KEYS,
     INT_FIELDS,
+    MONEY_FIELDS,
     OPTIONAL_FIELDS,
     OTEL_TAG_PREFIX,
     Fields,
@@ -30,7 +31,7 @@ _TagValue = str | int | bool | None  # a float tag would print differently as fl
 def _type_of(name: str) -> Any:
     if name in INT_FIELDS:
         return int | None
-    if name == "cost_usd":
+    if name in MONEY_FIELDS:
         return Decimal | None  # JSON numbers (and numeric strings) as exact Decimals
     return str | None
 

@@ -8,6 +8,7 @@ module of this package that registers its routes with `add_route` (imported here
 
 from __future__ import annotations
 
+from costmeter.testing._admin import Bill, BilledCall, bill
 from costmeter.testing._fake import (
     MODEL_SNAPSHOTS,
     OMIT,
@@ -22,10 +23,13 @@ from costmeter.testing._fake import (
 __all__ = [
     "MODEL_SNAPSHOTS",
     "OMIT",
+    "Bill",
+    "BilledCall",
     "ExtraRoute",
     "FakeOpenAI",
     "RecordedRequest",
     "add_route",
+    "bill",
     "fake_input_tokens",
     "sse",
 ]
