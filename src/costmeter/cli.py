@@ -579,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     from costmeter import _demo  # noqa: PLC0415  (the demo imports this module)
 
     _demo.register(subparsers)
+    from costmeter import _reconcile  # noqa: PLC0415
+
+    _reconcile.register(subparsers)
     return parser
 
 
