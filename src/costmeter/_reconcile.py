@@ -129,6 +129,9 @@ class _Cell:
     has_tokens: bool = False
 
 
+_NONE_BILLED = _Cell(has_tokens=True)  # read-only: a key the bill does not name
+
+
 @dataclass(frozen=True)
 class _Logged:
     """One logged call, reduced to what reconciling needs."""
@@ -466,6 +469,7 @@ def compare(
                 key = cost.api_key_id or "(no API key)"
             target = cell(billed_cells, key)
             target.usd += cost.usd
+            target.has_tokens = target.has_tokens or parts is not None
             if parts is None:
                 target.unmetered_usd += cost.usd
                 target.unmetered_items.add(cost.line_item)
@@ -490,8 +494,9 @@ def compare(
 
         keys = sorted(set(logged_cells) | set(billed_cells))
         allowed = tolerance * (1 if by == "day" else days)
+        # The Usage API was asked about every day: a key it did not name has 0 billed tokens.
         rows = [
-            _row(key, logged_cells.get(key, _Cell()), billed_cells.get(key, _Cell()), allowed)
+            _row(key, logged_cells.get(key, _Cell()), billed_cells.get(key, _NONE_BILLED), allowed)
             for key in keys
         ]
         if by == "day":
@@ -602,9 +607,11 @@ def _explain_day_edges(rows: list[Row], logged: dict[str, _Cell], billed: dict[s
 
     def gap(key: str) -> tuple[int, int, int] | None:
         got, want = logged.get(key), billed.get(key)
-        if want is None or not want.has_tokens:
+        if want is not None and not want.has_tokens:
             return None
         mine = got.tokens if got is not None else Tokens()
+        if want is None:
+            want = _NONE_BILLED
         return (
             want.tokens.input - mine.input,
             want.tokens.cached - mine.cached,
