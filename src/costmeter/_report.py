@@ -43,6 +43,7 @@ __all__ = [
     "Unreadable",
     "UsageError",
     "build_report",
+    "build_reports",
     "event_time",
     "read_events",
     "write_csv",
@@ -301,7 +302,12 @@ MONEY_FIELDS = frozenset(
         "tool_cost_usd",
     }
 )
-OPTIONAL_FIELDS = frozenset({"timestamp", "tags", "budget", "api", *MONEY_FIELDS - {"cost_usd"}})
+OPTIONAL_FIELDS = frozenset(
+    {"timestamp", "tags", "budget", "api", "refused", *MONEY_FIELDS - {"cost_usd"}}
+)
+#: ``by`` of a report grouped by UTC day and model at once (keys ``"<day> <model>"``).
+DAY_MODEL = "day+model"
+_EXCEEDED = "costmeter.budget.exceeded"
 
 
 class Fields:
@@ -311,10 +317,11 @@ class Fields:
     attributes, so the adding-up code takes either.
     """
 
-    __slots__ = ("event", "tags", "timestamp", *(name for name, _ in FIELD_KEYS))
+    __slots__ = ("event", "refused", "tags", "timestamp", *(name for name, _ in FIELD_KEYS))
 
     event: Any
     timestamp: Any
+    refused: Any
     tags: dict[str, Any] | None
     model: Any
     response_model: Any
@@ -371,6 +378,7 @@ def _fields_of(event: dict[str, Any], decoder: _Decoder) -> Fields:
     for name, otel_key in FIELD_KEYS:
         setattr(row, name, None if name in skip else event.get(otel_key if otel else name))
     row.timestamp = None if "timestamp" in skip else event.get("timestamp")
+    row.refused = None if "refused" in skip else event.get("refused")
     tag_key = decoder.tag_key
     row.tags = None
     if otel:
@@ -423,6 +431,9 @@ class ReadStats:
     other_lines: int = 0
     malformed_lines: int = 0
     other_events: Counter[str] = field(default_factory=Counter)
+    #: Calls refused before sending, per budget (``costmeter.budget.exceeded``, refused true);
+    #: counted only when the ``refused`` field is wanted.
+    refusals: Counter[str] = field(default_factory=Counter)
 
 
 def read_events(
@@ -466,6 +477,7 @@ def _events(
     decode = json.JSONDecoder(parse_float=Decimal).decode  # money stays exact: Decimal, not float
     other = malformed = lines = 0
     other_events = stats.other_events
+    refusals = stats.refusals
     try:
         for source in sources:
             for line in source:
@@ -501,6 +513,8 @@ def _events(
                 if kind != _CALL:
                     if isinstance(kind, str) and kind.startswith("costmeter."):
                         other_events[kind] += 1
+                        if kind == _EXCEEDED and row.refused is True:
+                            refusals[str(row.budget or "(none)")] += 1
                     else:
                         other += 1
                     continue
@@ -662,6 +676,9 @@ class _Prices:
         return gap, price.long_context_threshold, long.input_per_mtok - long.cached_input_per_mtok
 
 
+_COUNTS = ("lines", "other_lines", "malformed_lines", "out_of_range", "no_timestamp")
+
+
 @dataclass
 class Report:
     by: str
@@ -675,6 +692,7 @@ class Report:
     other_events: Counter[str] = field(default_factory=Counter)
     since: datetime | None = None
     until: datetime | None = None
+    refusals: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: Report) -> None:
         """Add the groups and counts of *other* (a piece of the same input) to this report."""
@@ -684,9 +702,14 @@ class Report:
                 self.groups[key] = totals
             else:
                 mine.merge(totals)
-        for name in ("lines", "other_lines", "malformed_lines", "out_of_range", "no_timestamp"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.other_events.update(other.other_events)
+        self.refusals.update(other.refusals)
+
+
+def _day_of(when: datetime | None) -> str:
+    return "(no timestamp)" if when is None else when.astimezone(timezone.utc).date().isoformat()
 
 
 def _grouper(by: str) -> Callable[[Fields, datetime | None], str]:
@@ -694,9 +717,9 @@ def _grouper(by: str) -> Callable[[Fields, datetime | None], str]:
     if by == "model":
         return lambda row, _when: str(row.model or row.response_model or "(unknown)")
     if by == "day":
-        return lambda _row, when: (
-            "(no timestamp)" if when is None else when.astimezone(timezone.utc).date().isoformat()
-        )
+        return lambda _row, when: _day_of(when)
+    if by == DAY_MODEL:
+        return lambda row, when: f"{_day_of(when)} {row.model or row.response_model or '(unknown)'}"
     if by == "budget":
         return lambda row, _when: str(row.budget or "(none)")
     if by == "api":
@@ -729,8 +752,21 @@ def build_report(
     adding up its own byte range; the pieces are merged in file order, so the result does not
     depend on which finished first. The standard-library engine cuts the same pieces.
     """
-    report = Report(by=by, since=since, until=until)
-    decoder = _engine(engine, _tag_key(by), _wanted(by, since, until))
+    return build_reports(files, [by], since, until, engine=engine, workers=workers)[0]
+
+
+def build_reports(
+    files: Sequence[str],
+    bys: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    engine: str = "auto",
+    workers: int | None = None,
+) -> list[Report]:
+    """`build_report` for several groupings at once, reading the files once (at most one tag)."""
+    reports = [Report(by=by, since=since, until=until) for by in bys]
+    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until))
     if workers is None:
         workers = _default_workers()
     with money_math():
@@ -738,25 +774,27 @@ def build_report(
             pieces = _pieces(name, workers)
             if len(pieces) == 1:
                 sources: Iterable[Iterable[bytes]] = [_read_lines(name)]
-                _add_up(report, sources, decoder)
+                _add_up(reports, sources, decoder)
                 continue
             from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
             from multiprocessing import get_context  # noqa: PLC0415
 
             with ProcessPoolExecutor(len(pieces) - 1, mp_context=get_context("fork")) as pool:
                 others = [
-                    pool.submit(_piece_report, name, start, end, by, since, until, engine)
+                    pool.submit(_piece_reports, name, start, end, bys, since, until, engine)
                     for start, end in pieces[1:]
                 ]
                 start, end = pieces[0]
-                _add_up(report, [_read_piece(name, start, end, True)], decoder)
+                _add_up(reports, [_read_piece(name, start, end, True)], decoder)
                 for other in others:
-                    report.merge(other.result())
-        for _key, group in sorted(report.groups.items()):
-            report.total.merge(group)
-    if by == "none":
-        report.groups.clear()
-    return report
+                    for report, piece in zip(reports, other.result(), strict=True):
+                        report.merge(piece)
+        for report in reports:
+            for _key, group in sorted(report.groups.items()):
+                report.total.merge(group)
+            if report.by == "none":
+                report.groups.clear()
+    return reports
 
 
 def _default_workers() -> int:
@@ -767,65 +805,79 @@ def _default_workers() -> int:
     return min(2, os.cpu_count() or 1)
 
 
-def _wanted(by: str, since: datetime | None, until: datetime | None) -> frozenset[str]:
-    """The `OPTIONAL_FIELDS` a report needs."""
+def _wanted(bys: Sequence[str], since: datetime | None, until: datetime | None) -> frozenset[str]:
+    """The `OPTIONAL_FIELDS` the reports need."""
     wanted = set()
-    if since is not None or until is not None or by == "day":
+    if since is not None or until is not None or any(by in ("day", DAY_MODEL) for by in bys):
         wanted.add("timestamp")
-    if by in ("budget", "api"):
-        wanted.add(by)
-    if by.startswith("tag:"):
-        wanted.add("tags")
+    for by in bys:
+        if by in ("budget", "api"):
+            wanted.add(by)
+        if by.startswith("tag:"):
+            wanted.add("tags")
+        if by == "budget":
+            wanted.add("refused")  # refusals per budget, from costmeter.budget.exceeded
     return frozenset(wanted)
 
 
-def _tag_key(by: str) -> str | None:
-    return by[4:] if by.startswith("tag:") else None
+def _tag_key(bys: Sequence[str]) -> str | None:
+    tags = {by[4:] for by in bys if by.startswith("tag:")}
+    if len(tags) > 1:
+        raise UsageError("one tag at a time")
+    return tags.pop() if tags else None
 
 
-def _piece_report(
+def _piece_reports(
     name: str,
     start: int,
     end: int,
-    by: str,
+    bys: Sequence[str],
     since: datetime | None,
     until: datetime | None,
     engine: str,
-) -> Report:
+) -> list[Report]:
     """One byte range of a file, added up in a worker process (no progress display there)."""
-    report = Report(by=by, since=since, until=until)
-    decoder = _engine(engine, _tag_key(by), _wanted(by, since, until))
+    reports = [Report(by=by, since=since, until=until) for by in bys]
+    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until))
     with money_math():
-        _add_up(report, [_read_piece(name, start, end, False)], decoder)
-    return report
+        _add_up(reports, [_read_piece(name, start, end, False)], decoder)
+    return reports
 
 
-def _add_up(report: Report, sources: Iterable[Iterable[bytes]], decoder: _Decoder) -> None:
-    """Add the calls of *sources* to *report*'s groups (inside `money_math`)."""
-    since, until, by = report.since, report.until, report.by
-    stats = ReadStats(other_events=report.other_events)
+def _add_up(
+    reports: Sequence[Report], sources: Iterable[Iterable[bytes]], decoder: _Decoder
+) -> None:
+    """Add the calls of *sources* to each report's groups (inside `money_math`)."""
+    first = reports[0]
+    since, until = first.since, first.until
+    stats = ReadStats(other_events=first.other_events, refusals=first.refusals)
     prices = _Prices()
     windowed = since is not None or until is not None
-    need_time = windowed or by == "day"
-    group_of = _grouper(by)
-    groups = report.groups
+    need_time = windowed or any(r.by in ("day", DAY_MODEL) for r in reports)
+    grouped = [(report.groups, _grouper(report.by)) for report in reports]
     for row in _events(sources, stats, decoder):
         when = event_time(row.timestamp) if need_time else None
         if windowed:
             if when is None:
-                report.no_timestamp += 1
+                first.no_timestamp += 1
                 continue
             if (since is not None and when < since) or (until is not None and when >= until):
-                report.out_of_range += 1
+                first.out_of_range += 1
                 continue
-        key = group_of(row, when)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = _Totals()
-        group.add(row, prices)
-    report.lines += stats.lines
-    report.other_lines += stats.other_lines
-    report.malformed_lines += stats.malformed_lines
+        for groups, group_of in grouped:
+            key = group_of(row, when)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Totals()
+            group.add(row, prices)
+    first.lines += stats.lines
+    first.other_lines += stats.other_lines
+    first.malformed_lines += stats.malformed_lines
+    for report in reports[1:]:  # the same lines were read for every grouping
+        for name in _COUNTS:
+            setattr(report, name, getattr(first, name))
+        report.other_events = first.other_events
+        report.refusals = first.refusals
 
 
 # -- output --------------------------------------------------------------------------------------

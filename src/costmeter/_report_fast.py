@@ -59,6 +59,7 @@ def decoder(
         ("event", str | None, None),
         ("timestamp", str | int | float | None, msgspec.field(name=key("timestamp"), default=None)),
         ("tags", dict[str, _TagValue] | None, msgspec.field(name=key("tags"), default=None)),
+        ("refused", bool | None, msgspec.field(name=key("refused"), default=None)),
     ]
     for name, otel_key in FIELD_KEYS:
         kind = _type_of(name)
@@ -84,6 +85,7 @@ def decoder(
         plain = Fields()
         plain.event = row.event
         plain.timestamp = row.timestamp
+        plain.refused = row.refused
         for name in names:
             setattr(plain, name, getattr(row, "otel_" + name))
         tag = getattr(row, "otel_tag", unset)
