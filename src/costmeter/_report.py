@@ -763,10 +763,15 @@ def build_reports(
     *,
     engine: str = "auto",
     workers: int | None = None,
+    refusals: bool = False,
 ) -> list[Report]:
-    """`build_report` for several groupings at once, reading the files once (at most one tag)."""
+    """
+    `build_report` for several groupings at once, reading the files once (at most one tag);
+    with *refusals*, count the calls each budget refused (``Report.refusals``) whatever the
+    groupings (``--by budget`` counts them too).
+    """
     reports = [Report(by=by, since=since, until=until) for by in bys]
-    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until))
+    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until, refusals))
     if workers is None:
         workers = _default_workers()
     with money_math():
@@ -781,7 +786,9 @@ def build_reports(
 
             with ProcessPoolExecutor(len(pieces) - 1, mp_context=get_context("fork")) as pool:
                 others = [
-                    pool.submit(_piece_reports, name, start, end, bys, since, until, engine)
+                    pool.submit(
+                        _piece_reports, name, start, end, bys, since, until, engine, refusals
+                    )
                     for start, end in pieces[1:]
                 ]
                 start, end = pieces[0]
@@ -805,9 +812,11 @@ def _default_workers() -> int:
     return min(2, os.cpu_count() or 1)
 
 
-def _wanted(bys: Sequence[str], since: datetime | None, until: datetime | None) -> frozenset[str]:
+def _wanted(
+    bys: Sequence[str], since: datetime | None, until: datetime | None, refusals: bool = False
+) -> frozenset[str]:
     """The `OPTIONAL_FIELDS` the reports need."""
-    wanted = set()
+    wanted = {"budget", "refused"} if refusals else set()
     if since is not None or until is not None or any(by in ("day", DAY_MODEL) for by in bys):
         wanted.add("timestamp")
     for by in bys:
@@ -835,10 +844,11 @@ def _piece_reports(
     since: datetime | None,
     until: datetime | None,
     engine: str,
+    refusals: bool,
 ) -> list[Report]:
     """One byte range of a file, added up in a worker process (no progress display there)."""
     reports = [Report(by=by, since=since, until=until) for by in bys]
-    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until))
+    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until, refusals))
     with money_math():
         _add_up(reports, [_read_piece(name, start, end, False)], decoder)
     return reports

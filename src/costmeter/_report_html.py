@@ -64,7 +64,7 @@ def write_report(args: argparse.Namespace) -> Report:
     """
     if args.format == "html":
         bys = list(dict.fromkeys([args.by, DAY_MODEL, "model", _breakdown(args.by)]))
-        reports = build_reports(args.files, bys, args.since, args.until)
+        reports = build_reports(args.files, bys, args.since, args.until, refusals=True)
         report = reports[0]
         by_key = dict(zip(bys, reports, strict=True))
         text = render_html(
