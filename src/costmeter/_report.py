@@ -141,6 +141,19 @@ class _RawReader(io.RawIOBase):
         return len(data)
 
 
+def _ticking(stream: Iterable[bytes], progress: Progress) -> Iterator[bytes]:
+    """The lines of *stream*, updating *progress* every 16k lines."""
+    count = 0
+    try:
+        for line in stream:
+            count += 1
+            if not count & 0x3FFF:
+                progress.tick(count)
+            yield line
+    finally:
+        progress.done()
+
+
 def _read_piece(name: str, start: int, end: int, show_progress: bool) -> Iterator[bytes]:
     """The lines of bytes [start, end) of a plain file (both ends at line boundaries)."""
     try:
@@ -149,15 +162,7 @@ def _read_piece(name: str, start: int, end: int, show_progress: bool) -> Iterato
             stream = io.BufferedReader(_RawReader(raw, end - start), 1 << 16)
             progress = Progress(name, end - start, lambda: raw.tell() - start)
             progress.enabled = progress.enabled and show_progress
-            count = 0
-            try:
-                for line in stream:
-                    count += 1
-                    if not count & 0x3FFF:
-                        progress.tick(count)
-                    yield line
-            finally:
-                progress.done()
+            yield from _ticking(stream, progress)
     except OSError as exc:
         raise Unreadable(name, exc) from None
 
@@ -214,18 +219,10 @@ def _read_lines(name: str) -> Iterator[bytes]:
         stream: Iterable[bytes] = raw
         if head == _GZIP_MAGIC or (not head and name.endswith(".gz")):
             stream = gzip.GzipFile(fileobj=raw, mode="rb")
-        progress = Progress(name, size, raw.tell if owned else None)
-        count = 0
         try:
-            for line in stream:
-                count += 1
-                if not count & 0x3FFF:
-                    progress.tick(count)
-                yield line
+            yield from _ticking(stream, Progress(name, size, raw.tell if owned else None))
         except (OSError, EOFError, zlib.error) as exc:
             raise Unreadable(name, exc) from None
-        finally:
-            progress.done()
     finally:
         if owned:
             raw.close()
