@@ -349,3 +349,20 @@ def test_reconcile_demo(log: Path, server: FakeOpenAI) -> None:
     assert matched
     assert TODAY.isoformat() in table
     assert table.splitlines()[-1].endswith("match")
+
+
+def test_progress_on_a_terminal(
+    log: Path,
+    server: FakeOpenAI,
+    admin_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a TTY, stderr counts the bill's pages, then clears the line."""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+
+    assert 0 == main(["reconcile", str(log), "--since", TODAY.isoformat()])
+
+    err = capsys.readouterr().err
+    assert "\rcostmeter: reading the bill: 2 pages" in err
+    assert err.endswith("\r\x1b[K")
