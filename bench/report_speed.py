@@ -15,7 +15,8 @@ Prints the median wall time of each, the spread (min-max), and the ratio costmet
 against the targets of issue 15 (≤ 1.5x at 1M lines, ≤ 2x at 300k lines). costmeter's and
 DuckDB's call counts and cost sums are checked to agree exactly.
 
-    .venv/bin/python bench/report_speed.py [--lines 300000] [--runs 3] [--fallback] [--keep DIR]
+    .venv/bin/python bench/report_speed.py [--lines 300000] [--runs 3] [--fallback] [--no-jq]
+                                           [--keep DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ TARGETS = {300_000: 2.0, 1_000_000: 1.5}
 
 DUCKDB_SCRIPT = """
 import sys, duckdb
-rows = duckdb.connect().execute('''
+rows = duckdb.connect(config={'enable_progress_bar': False}).execute('''
 SELECT model, count(*) AS calls, sum(input_tokens), sum(cached_input_tokens),
        sum(output_tokens), sum(reasoning_tokens), sum(cost_usd) AS cost
 FROM read_ndjson(?, columns={
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fallback", action="store_true", help="also time the json decoder")
     parser.add_argument("--keep", type=Path, help="generate into (and reuse) this directory")
+    parser.add_argument("--no-jq", action="store_true", help="skip jq (slow at 1M lines)")
     args = parser.parse_args()
 
     commands: dict[str, list[str]] = {}
@@ -101,11 +103,11 @@ def main() -> None:
         commands["duckdb"] = [sys.executable, "-c", DUCKDB_SCRIPT, str(path)]
     else:
         print("duckdb: skipped (not installed: pip install 'costmeter[bench]')")
-    jq = shutil.which("jq")
+    jq = None if args.no_jq else shutil.which("jq")
     if jq:
         commands["jq"] = [jq, "-n", "-c", JQ_PROGRAM, str(path)]
     else:
-        print("jq: skipped (not on PATH)")
+        print("jq: skipped" + ("" if args.no_jq else " (not on PATH)"))
     if args.fallback:
         commands["costmeter (json decoder)"] = [sys.executable, "-c", FALLBACK_SCRIPT, str(path)]
 
@@ -118,7 +120,7 @@ def main() -> None:
 
     total = json.loads(outputs["costmeter"])["total"]
     if "duckdb" in outputs:
-        calls, cost = outputs["duckdb"].split()
+        calls, cost = outputs["duckdb"].split()[-2:]
         agree = int(calls) == total["calls"] and Decimal(cost) == Decimal(total["cost_usd"])
         print(f"costmeter and DuckDB agree on calls and exact cost: {'yes' if agree else 'NO'}")
     print(f"{args.lines:,} lines, {size_mb:.0f} MB, {args.runs} runs each (median, min-max):")
