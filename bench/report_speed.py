@@ -38,7 +38,9 @@ TARGETS = {300_000: 2.0, 1_000_000: 1.5}
 
 DUCKDB_SCRIPT = """
 import sys, duckdb
-rows = duckdb.connect(config={'enable_progress_bar': False}).execute('''
+con = duckdb.connect()
+con.execute('SET enable_progress_bar = false')
+rows = con.execute('''
 SELECT model, count(*) AS calls, sum(input_tokens), sum(cached_input_tokens),
        sum(output_tokens), sum(reasoning_tokens), sum(cost_usd) AS cost
 FROM read_ndjson(?, columns={
