@@ -297,3 +297,13 @@ def test_namespace_with_loopback_down(tmp_path: Path) -> None:
     assert (1, "") == (done.returncode, done.stdout)
     [line] = done.stderr.splitlines()
     assert line.startswith("costmeter: error: the offline demo needs the loopback network")
+
+
+def test_demo_ends_with_a_matching_reconcile(demo: DemoRun) -> None:
+    """The demo reconciles its own log against the fake server's bill: one matching day."""
+    tail = demo.stdout.split("$ costmeter reconcile", 1)[1]
+    total = sum((e["cost_usd"] for e in calls(demo)), Decimal(0))
+    [today] = [line for line in tail.splitlines() if line[:4].isdigit()]
+
+    assert today.split()[1] == today.split()[2] == f"{total:.6f}"
+    assert today.endswith("match")

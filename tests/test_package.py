@@ -19,3 +19,54 @@ def test_only_documented_modules_are_public() -> None:
         m.name for m in pkgutil.iter_modules(costmeter.__path__) if not m.name.startswith("_")
     }
     assert {"cli", "testing"} == public
+
+
+# The public API, pinned (as httpx does): a name added or removed here is a deliberate decision.
+PUBLIC = [
+    "AsyncAzureOpenAI",
+    "AsyncOpenAI",
+    "AzureOpenAI",
+    "Budget",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "Cost",
+    "CostmeterError",
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "Estimate",
+    "LedgerError",
+    "LogSink",
+    "ModelPrice",
+    "OpenAI",
+    "PricesFileError",
+    "PricingError",
+    "UnknownModelError",
+    "UnpricedRequestError",
+    "UnpricedTokensError",
+    "Usage",
+    "UsageError",
+    "__version__",
+    "budget",
+    "clear_price_overrides",
+    "cost_of",
+    "count_tokens",
+    "enable_metrics",
+    "estimate",
+    "instrument",
+    "log_to",
+    "otel_genai_keys",
+    "price_of",
+    "register_prices",
+    "set_strict",
+    "tags",
+]
+
+
+def test_the_public_api_is_pinned() -> None:
+    assert PUBLIC == costmeter.__all__
+
+
+def test_public_classes_show_the_public_module() -> None:
+    """``costmeter.BudgetExceededError``, not ``costmeter._errors.BudgetExceededError``."""
+    classes = [getattr(costmeter, n) for n in PUBLIC if isinstance(getattr(costmeter, n), type)]
+
+    assert [] == [c.__qualname__ for c in classes if c.__module__ != "costmeter"]

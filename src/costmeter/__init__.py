@@ -4,41 +4,110 @@ cover before they are sent, and logs one structured JSON event per call.
 
     - from openai import OpenAI
     + from costmeter import OpenAI
+
+The public names load on first use (module ``__getattr__``): ``import costmeter`` stays cheap, and
+the ``costmeter`` command reads logs without importing the OpenAI SDK (~0.9 s) it does not need.
+``from costmeter import OpenAI`` and ``costmeter.OpenAI`` work as with eager imports.
 """
 
 from __future__ import annotations
 
-from costmeter._budget import Budget, budget
-from costmeter._clients import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
-from costmeter._errors import (
-    BudgetExceededError,
-    ConfigurationError,
-    CostmeterError,
-    LedgerError,
-    PricingError,
-    UnknownModelError,
-    UnpricedRequestError,
-)
-from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
-from costmeter._instrument import instrument
-from costmeter._logging import LogSink, configure_from_env, log_to, otel_genai_keys  # noqa: F401
-from costmeter._meter import set_strict
-from costmeter._metrics import enable_metrics
-from costmeter._pricing import (
-    Cost,
-    ModelPrice,
-    PricesFileError,
-    UnpricedTokensError,
-    clear_price_overrides,
-    cost_of,
-    price_of,
-    register_prices,
-)
-from costmeter._tags import tags
-from costmeter._tokenizer import count_tokens
-from costmeter._usage import Usage, UsageError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from costmeter._budget import Budget, budget
+    from costmeter._clients import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
+    from costmeter._errors import (
+        BudgetExceededError,
+        ConfigurationError,
+        CostmeterError,
+        LedgerError,
+        PricingError,
+        UnknownModelError,
+        UnpricedRequestError,
+    )
+    from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
+    from costmeter._instrument import instrument
+    from costmeter._logging import LogSink, log_to, otel_genai_keys
+    from costmeter._meter import set_strict
+    from costmeter._metrics import enable_metrics
+    from costmeter._pricing import (
+        Cost,
+        ModelPrice,
+        PricesFileError,
+        UnpricedTokensError,
+        clear_price_overrides,
+        cost_of,
+        price_of,
+        register_prices,
+    )
+    from costmeter._tags import tags
+    from costmeter._tokenizer import count_tokens
+    from costmeter._usage import Usage, UsageError
 
 __version__ = "0.1.0"
+
+# Public name -> the private module that defines it.
+_LAZY: dict[str, str] = {
+    "AsyncAzureOpenAI": "_clients",
+    "AsyncOpenAI": "_clients",
+    "AzureOpenAI": "_clients",
+    "Budget": "_budget",
+    "BudgetExceededError": "_errors",
+    "ConfigurationError": "_errors",
+    "Cost": "_pricing",
+    "CostmeterError": "_errors",
+    "DEFAULT_MAX_OUTPUT_TOKENS": "_estimate",
+    "Estimate": "_estimate",
+    "LedgerError": "_errors",
+    "LogSink": "_logging",
+    "ModelPrice": "_pricing",
+    "OpenAI": "_clients",
+    "PricesFileError": "_pricing",
+    "PricingError": "_errors",
+    "UnknownModelError": "_errors",
+    "UnpricedRequestError": "_errors",
+    "UnpricedTokensError": "_pricing",
+    "Usage": "_usage",
+    "UsageError": "_usage",
+    "budget": "_budget",
+    "clear_price_overrides": "_pricing",
+    "cost_of": "_pricing",
+    "count_tokens": "_tokenizer",
+    "enable_metrics": "_metrics",
+    "estimate": "_estimate",
+    "instrument": "_instrument",
+    "log_to": "_logging",
+    "otel_genai_keys": "_logging",
+    "price_of": "_pricing",
+    "register_prices": "_pricing",
+    "set_strict": "_meter",
+    "tags": "_tags",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name (or a private submodule, e.g. ``costmeter._meter``) on first use."""
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f"costmeter.{module}"), name)
+        if isinstance(value, type):
+            value.__module__ = "costmeter"  # the public path, as in tracebacks and reprs
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name.startswith("_") and not name.startswith("__"):
+        try:
+            return importlib.import_module(f"costmeter.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"costmeter.{name}":
+                raise
+    raise AttributeError(f"module 'costmeter' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AsyncAzureOpenAI",

@@ -155,6 +155,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         cli._say(f"error: cannot write {path}: {exc.strerror or exc}")
         return cli.EXIT_UNREADABLE
     run = _Run()
+    run.sink, run.log_path = sink, path
     try:
         with run.capturing():
             ok = _live(run) if args.live else _offline(run)
@@ -219,6 +220,11 @@ class _Run:
         self.refusals: list[dict[str, Any]] = []
         self.problems: list[dict[str, Any]] = []
         self.budget: Budget | None = None
+        self.sink: Any = None  # the demo's log sink (closed before reconciling)
+        self.log_path = ""
+        self.reconciled: tuple[str, bool] | None = (
+            None  # the reconcile table, and whether it matched
+        )
         self._printed = 0
 
     @contextmanager
@@ -313,6 +319,11 @@ def _offline(run: _Run) -> bool:
             with run.budget:
                 run.header()
                 _offline_steps(run, client, server)
+        if run.sink is not None:  # the bill is the fake server's: reconcile while it still runs
+            from costmeter._reconcile import reconcile_demo  # noqa: PLC0415
+
+            run.sink.close()
+            run.reconciled = reconcile_demo(server, run.log_path)
         leftover = server.errors
     if leftover:  # a bug in the fake; say so rather than print a misleading report
         cli._say(f"the fake server failed: {leftover[0]!r}")
@@ -523,6 +534,13 @@ def _finish(run: _Run, path: str) -> int:
         f"\ncheck: the report's total ${format(total, 'f')} equals what the budget "
         f"{run.budget.name if run.budget else ''!r} charged (exact Decimal sums)."
     )
+    if run.reconciled is not None:
+        table, matched = run.reconciled
+        print(f"\n$ costmeter reconcile {path} --since today (against the fake server's bill)")
+        print(table, end="")
+        if not matched:
+            cli._say("self-check failed: the log does not reconcile with the fake server's bill")
+            return EXIT_DEMO_FAILED
     if not any((e.get("tags") or {}).get("demo") == "live" for e in run.calls):
         print(
             "note: the fake server counts tokens as characters/4, so the est.err columns "

@@ -1,10 +1,17 @@
 """
 Reading costmeter's JSON-lines logs back and adding up the money: the engine behind
-``costmeter report`` (and the demo's report).
+``costmeter report`` (and the demo's report, and ``costmeter reconcile``'s logged side).
 
 Streams every input line by line (plain, gzip, or ``-`` for stdin), so a multi-GB log is read in
 constant memory; skips non-costmeter and malformed lines and counts them; sums money in
-`Decimal` (numbers in the log are parsed as Decimal, never as binary floats).
+`Decimal` (numbers in the log are parsed as Decimal, never as binary floats), inside
+`costmeter._money.money_math`.
+
+Two decoders give the same report: msgspec's typed decoding (the optional ``fast`` extra, ~10x
+faster: it skips the keys a report does not read without building them) and the standard
+library's ``json`` (always there). A line msgspec rejects (a wrong type, torn JSON, a text line)
+is decoded again by the standard-library path, so the fast path only ever handles lines on which
+both agree, and every decision about odd input is made in one place (`_fields_of`).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import sys
@@ -22,18 +30,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-if TYPE_CHECKING:
-    from costmeter._pricing import ModelPrice
+from costmeter._money import money_math
 
 __all__ = [
+    "ENGINES",
+    "Fields",
     "Progress",
+    "ReadStats",
     "Report",
     "Unreadable",
     "UsageError",
     "build_report",
+    "build_reports",
     "event_time",
+    "read_events",
     "write_csv",
     "write_json",
     "write_table",
@@ -42,6 +54,12 @@ __all__ = [
 _ZERO = Decimal(0)
 _MILLION = Decimal(1_000_000)
 _GZIP_MAGIC = b"\x1f\x8b"
+_PARALLEL_MIN_BYTES = 32 << 20
+_CALL = "costmeter.call"
+_OTEL_MARK = "gen_ai.usage.input_tokens"  # present in every call logged with otel_genai_keys
+
+#: ``engine=`` values of `build_report`: ``auto`` uses msgspec when it is installed.
+ENGINES = ("auto", "msgspec", "json")
 
 
 class UsageError(Exception):
@@ -51,12 +69,21 @@ class UsageError(Exception):
 class Unreadable(Exception):
     """A file could not be read (exit 3)."""
 
-    def __init__(self, name: str, exc: BaseException) -> None:
-        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    def __init__(self, name: str, exc: BaseException | str) -> None:
+        detail = exc if isinstance(exc, str) else _detail(exc)
+        self.name = name
+        self.detail = detail
         super().__init__(f"cannot read {name}: {detail}")
 
+    def __reduce__(self) -> tuple[type[Unreadable], tuple[str, str]]:
+        return (Unreadable, (self.name, self.detail))  # raised again in the parent process
 
-# -- report: reading -----------------------------------------------------------------------------
+
+def _detail(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+# -- reading -------------------------------------------------------------------------------------
 
 
 class Progress:
@@ -93,18 +120,75 @@ class Progress:
 
 
 class _RawReader(io.RawIOBase):
-    """Any binary file object as a raw stream, so `io.BufferedReader` can give it ``peek``."""
+    """
+    Any binary file object as a raw stream, so `io.BufferedReader` can give it ``peek``; with
+    *limit*, only that many bytes of it (one piece of a file read in parallel).
+    """
 
-    def __init__(self, source: IO[bytes]) -> None:
+    def __init__(self, source: IO[bytes], limit: int | None = None) -> None:
         self._source = source
+        self._left = limit
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._source.read(len(buffer))
+        wanted = len(buffer) if self._left is None else min(len(buffer), self._left)
+        data = self._source.read(wanted)
         buffer[: len(data)] = data
+        if self._left is not None:
+            self._left -= len(data)
         return len(data)
+
+
+def _ticking(stream: Iterable[bytes], progress: Progress) -> Iterator[bytes]:
+    """The lines of *stream*, updating *progress* every 16k lines."""
+    count = 0
+    try:
+        for line in stream:
+            count += 1
+            if not count & 0x3FFF:
+                progress.tick(count)
+            yield line
+    finally:
+        progress.done()
+
+
+def _read_piece(name: str, start: int, end: int, show_progress: bool) -> Iterator[bytes]:
+    """The lines of bytes [start, end) of a plain file (both ends at line boundaries)."""
+    try:
+        with open(name, "rb") as raw:
+            raw.seek(start)
+            stream = io.BufferedReader(_RawReader(raw, end - start), 1 << 16)
+            progress = Progress(name, end - start, lambda: raw.tell() - start)
+            progress.enabled = progress.enabled and show_progress
+            yield from _ticking(stream, progress)
+    except OSError as exc:
+        raise Unreadable(name, exc) from None
+
+
+def _pieces(name: str, parts: int) -> list[tuple[int, int]]:
+    """
+    *name* cut into *parts* byte ranges at line boundaries, for reading in parallel; one piece
+    for stdin, gzip, small files (< 32 MB) and single-line stretches.
+    """
+    if parts < 2 or name == "-":
+        return [(0, -1)]
+    try:
+        with open(name, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < _PARALLEL_MIN_BYTES or fh.read(2) == _GZIP_MAGIC:
+                return [(0, -1)]
+            cuts = [0]
+            for n in range(1, parts):
+                fh.seek(max(size * n // parts, cuts[-1]))
+                fh.readline()
+                cuts.append(fh.tell())
+    except OSError:
+        return [(0, -1)]  # _read_lines reports it
+    cuts.append(size)
+    pieces = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+    return pieces if len(pieces) > 1 else [(0, -1)]
 
 
 def _read_lines(name: str) -> Iterator[bytes]:
@@ -135,29 +219,27 @@ def _read_lines(name: str) -> Iterator[bytes]:
         stream: Iterable[bytes] = raw
         if head == _GZIP_MAGIC or (not head and name.endswith(".gz")):
             stream = gzip.GzipFile(fileobj=raw, mode="rb")
-        progress = Progress(name, size, raw.tell if owned else None)
-        count = 0
         try:
-            for line in stream:
-                count += 1
-                if not count & 0x3FFF:
-                    progress.tick(count)
-                yield line
+            yield from _ticking(stream, Progress(name, size, raw.tell if owned else None))
         except (OSError, EOFError, zlib.error) as exc:
             raise Unreadable(name, exc) from None
-        finally:
-            progress.done()
     finally:
         if owned:
             raw.close()
 
 
 def event_time(value: object) -> datetime | None:
+    """An event's ``timestamp`` (ISO 8601 text, naive means UTC, or Unix seconds) as a datetime."""
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
-            return None
+            if not value.endswith(("Z", "z")):  # Python 3.10's fromisoformat lacks "Z"
+                return None
+            try:
+                when = datetime.fromisoformat(value[:-1] + "+00:00")
+            except ValueError:
+                return None
         return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         try:
@@ -167,23 +249,104 @@ def event_time(value: object) -> datetime | None:
     return None
 
 
+# -- one line: the fields a report reads ---------------------------------------------------------
+
+#: (attribute, key in the default log style, key with `costmeter.otel_genai_keys`); the otel
+#: names mirror ``costmeter._logging._OTEL_RENAMES`` (a test keeps them in step).
+FIELD_KEYS: tuple[tuple[str, str], ...] = (
+    ("model", "gen_ai.request.model"),
+    ("response_model", "gen_ai.response.model"),
+    ("priced_as", "costmeter.priced_as"),
+    ("service_tier", "openai.response.service_tier"),
+    ("input_tokens", _OTEL_MARK),
+    ("cached_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
+    ("cache_write_input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    ("output_tokens", "gen_ai.usage.output_tokens"),
+    ("reasoning_tokens", "gen_ai.usage.reasoning.output_tokens"),
+    ("usage_source", "costmeter.usage_source"),
+    ("estimated_input_tokens", "costmeter.estimated_input_tokens"),
+    ("cost_usd", "gen_ai.usage.cost.amount"),
+    ("budget", "costmeter.budget"),
+    ("api", "costmeter.api"),
+    ("input_cost_usd", "costmeter.input_cost_usd"),
+    ("cached_input_cost_usd", "costmeter.cached_input_cost_usd"),
+    ("cache_write_cost_usd", "costmeter.cache_write_cost_usd"),
+    ("output_cost_usd", "costmeter.output_cost_usd"),
+    ("tool_cost_usd", "costmeter.tool_cost_usd"),
+)
+#: Fields that must be JSON integers (or null/absent, meaning 0) in a ``costmeter.call`` event.
+INT_FIELDS = frozenset(
+    {
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "estimated_input_tokens",
+    }
+)
+OTEL_TAG_PREFIX = "costmeter.tags."
+#: Attributes only some reports read (``--by day/budget/api/tag:KEY``, ``--since``): a decoder
+#: may leave the others ``None``.
+#: Money fields: JSON numbers (or numeric strings) read as exact Decimals.
+MONEY_FIELDS = frozenset(
+    {
+        "cost_usd",
+        "input_cost_usd",
+        "cached_input_cost_usd",
+        "cache_write_cost_usd",
+        "output_cost_usd",
+        "tool_cost_usd",
+    }
+)
+OPTIONAL_FIELDS = frozenset(
+    {"timestamp", "tags", "budget", "api", "refused", *MONEY_FIELDS - {"cost_usd"}}
+)
+#: ``by`` of a report grouped by UTC day and model at once (keys ``"<day> <model>"``).
+DAY_MODEL = "day+model"
+_EXCEEDED = "costmeter.budget.exceeded"
+
+
+class Fields:
+    """
+    What a report reads of one log line, whichever key style wrote it. ``tags`` holds the tags
+    (only the one asked for, for otel-style lines). The msgspec decoder's structs have the same
+    attributes, so the adding-up code takes either.
+    """
+
+    __slots__ = ("event", "refused", "tags", "timestamp", *(name for name, _ in FIELD_KEYS))
+
+    event: Any
+    timestamp: Any
+    refused: Any
+    tags: dict[str, Any] | None
+    model: Any
+    response_model: Any
+    priced_as: Any
+    service_tier: Any
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_input_tokens: int | None
+    output_tokens: int | None
+    reasoning_tokens: int | None
+    usage_source: Any
+    estimated_input_tokens: int | None
+    cost_usd: Decimal | None
+    budget: Any
+    api: Any
+    input_cost_usd: Decimal | None
+    cached_input_cost_usd: Decimal | None
+    cache_write_cost_usd: Decimal | None
+    output_cost_usd: Decimal | None
+    tool_cost_usd: Decimal | None
+
+
 class _Malformed(Exception):
     """A costmeter.call line whose fields do not have the documented types."""
 
 
-def _int(event: dict[str, Any], key: str) -> int:
-    value = event.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise _Malformed(key)
-
-
 def _money(value: object) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
+    if value is None or isinstance(value, Decimal):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
@@ -195,28 +358,171 @@ def _money(value: object) -> Decimal | None:
     raise _Malformed("cost_usd")
 
 
-def _from_otel(event: dict[str, Any]) -> dict[str, Any]:
-    """Undo `otel_genai_keys` so logs written with it report the same."""
-    from costmeter._logging import _OTEL_RENAMES  # noqa: PLC0415
+def _fields_of(event: dict[str, Any], decoder: _Decoder) -> Fields:
+    """
+    The `Fields` of a decoded line (standard-library path). The types checked here are the
+    types the msgspec structs declare, so both paths accept and reject the same lines; fields
+    not wanted are left ``None`` (and unchecked), as msgspec leaves them.
 
-    plain: dict[str, Any] = {}
-    tags: dict[str, Any] = {}
-    reverse = {otel: key for key, otel in _OTEL_RENAMES.items()}
-    for key, value in event.items():
-        if key in reverse:
-            plain[reverse[key]] = value
-        elif key.startswith("costmeter.tags."):
-            tags[key[len("costmeter.tags.") :]] = value
-        elif key.startswith("costmeter."):
-            plain[key[len("costmeter.") :]] = value
-        else:
-            plain.setdefault(key, value)
-    if tags:
-        plain["tags"] = tags
-    return plain
+    Raises:
+        _Malformed: a ``costmeter.call`` event with a non-integer token count or an amount that
+            is not a number.
+    """
+    row = Fields()
+    row.event = event.get("event")
+    skip = decoder.skip
+    otel = _OTEL_MARK in event
+    for name, otel_key in FIELD_KEYS:
+        setattr(row, name, None if name in skip else event.get(otel_key if otel else name))
+    row.timestamp = None if "timestamp" in skip else event.get("timestamp")
+    row.refused = None if "refused" in skip else event.get("refused")
+    tag_key = decoder.tag_key
+    row.tags = None
+    if otel:
+        if tag_key is not None and OTEL_TAG_PREFIX + tag_key in event:
+            row.tags = {tag_key: event[OTEL_TAG_PREFIX + tag_key]}
+    elif "tags" not in skip:
+        tags = event.get("tags")
+        row.tags = tags if isinstance(tags, dict) else None
+    if row.event == _CALL:
+        for name in INT_FIELDS:
+            value = getattr(row, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise _Malformed(name)
+        for name in MONEY_FIELDS - skip:
+            setattr(row, name, _money(getattr(row, name)))
+    return row
 
 
-# -- report: adding up ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Decoder:
+    """How lines are decoded: which optional fields, which tag, and msgspec's parts if used."""
+
+    tag_key: str | None
+    skip: frozenset[str]
+    fast: Any = None
+    from_otel: Any = None
+    unset: Any = None
+
+
+def _fast_decoder(tag_key: str | None, wanted: frozenset[str] | None) -> tuple[Any, Any, Any]:
+    """msgspec's ``(decode, from_otel, UNSET)`` (see `costmeter._report_fast`), or ``None``s."""
+    try:
+        from costmeter._report_fast import decoder  # noqa: PLC0415
+    except ImportError:
+        return None, None, None
+    return decoder(tag_key, wanted)
+
+
+def _fast_errors() -> tuple[type[Exception], ...]:
+    import msgspec  # noqa: PLC0415
+
+    return (msgspec.DecodeError,)
+
+
+@dataclass
+class ReadStats:
+    """How many lines were read, and why the ones that are not calls were skipped."""
+
+    lines: int = 0
+    other_lines: int = 0
+    malformed_lines: int = 0
+    other_events: Counter[str] = field(default_factory=Counter)
+    #: Calls refused before sending, per budget (``costmeter.budget.exceeded``, refused true);
+    #: counted only when the ``refused`` field is wanted.
+    refusals: Counter[str] = field(default_factory=Counter)
+
+
+def read_events(
+    files: Sequence[str],
+    stats: ReadStats,
+    *,
+    tag_key: str | None = None,
+    engine: str = "auto",
+    wanted: frozenset[str] | None = None,
+) -> Iterator[Fields]:
+    """
+    Every ``costmeter.call`` event in *files*, as `Fields` (cost already a Decimal, token counts
+    checked), counting the lines that are something else in *stats*.
+
+    *engine*: ``msgspec`` (fails without it), ``json`` (the standard library only) or ``auto``.
+    *wanted*: the `OPTIONAL_FIELDS` to read (default all); the others are ``None``.
+    """
+    decoder = _engine(engine, tag_key, wanted)
+    return _events((_read_lines(name) for name in files), stats, decoder)
+
+
+def _engine(engine: str, tag_key: str | None, wanted: frozenset[str] | None = None) -> _Decoder:
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    fast: Any
+    from_otel: Any
+    fast, from_otel, unset = (
+        (None, None, None) if engine == "json" else _fast_decoder(tag_key, wanted)
+    )
+    if fast is None and engine == "msgspec":
+        raise UsageError("engine msgspec needs msgspec: pip install 'costmeter[fast]'")
+    skip = OPTIONAL_FIELDS - (OPTIONAL_FIELDS if wanted is None else wanted)
+    return _Decoder(tag_key, skip, fast, from_otel, unset)
+
+
+def _events(
+    sources: Iterable[Iterable[bytes]], stats: ReadStats, decoder: _Decoder
+) -> Iterator[Fields]:
+    fast, from_otel, unset = decoder.fast, decoder.from_otel, decoder.unset
+    rejected = _fast_errors() if fast is not None else ()
+    decode = json.JSONDecoder(parse_float=Decimal).decode  # money stays exact: Decimal, not float
+    other = malformed = lines = 0
+    other_events = stats.other_events
+    refusals = stats.refusals
+    try:
+        for source in sources:
+            for line in source:
+                lines += 1
+                if b"costmeter." not in line:
+                    if line.strip():
+                        other += 1
+                    continue
+                row: Fields | None = None
+                if fast is not None:
+                    try:
+                        row = fast(line)
+                    except rejected:
+                        row = None
+                    else:
+                        if row.otel_input_tokens is not unset:  # type: ignore[union-attr]
+                            row = from_otel(row)
+                if row is None:
+                    try:
+                        event = decode(line.decode("utf-8"))
+                    except ValueError:  # also UnicodeDecodeError
+                        malformed += 1
+                        continue
+                    if not isinstance(event, dict):
+                        malformed += 1
+                        continue
+                    try:
+                        row = _fields_of(event, decoder)
+                    except _Malformed:
+                        malformed += 1
+                        continue
+                kind = row.event
+                if kind != _CALL:
+                    if isinstance(kind, str) and kind.startswith("costmeter."):
+                        other_events[kind] += 1
+                        if kind == _EXCEEDED and row.refused is True:
+                            refusals[str(row.budget or "(none)")] += 1
+                    else:
+                        other += 1
+                    continue
+                yield row
+    finally:
+        stats.lines += lines
+        stats.other_lines += other
+        stats.malformed_lines += malformed
+
+
+# -- adding up -----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -230,37 +536,75 @@ class _Totals:
     cost_usd: Decimal = _ZERO
     unpriced_calls: int = 0
     estimated_usage_calls: int = 0
-    saved_usd: Decimal = _ZERO
     saved_unknown_calls: int = 0
+    # Cached tokens per (input rate - cached rate): the savings are sum(tokens * gap) / 1M, the
+    # exact sum of the per-call savings, computed once at the end instead of per call.
+    saved_tokens: dict[Decimal, int] = field(default_factory=dict)
     accuracy_calls: int = 0
     accuracy_sum: float = 0.0
     # |error| in percent, bucketed to 0.01 pp below 100 % (1 pp above): bounded memory.
     accuracy_hist: Counter[float] = field(default_factory=Counter)
 
-    def add(self, call: _Call) -> None:
+    def add(self, row: Fields, prices: _Prices) -> None:
+        """Count one call (inside `money_math`)."""
         self.calls += 1
-        self.input_tokens += call.input_tokens
-        self.cached_input_tokens += call.cached_input_tokens
-        self.cache_write_input_tokens += call.cache_write_input_tokens
-        self.output_tokens += call.output_tokens
-        self.reasoning_tokens += call.reasoning_tokens
-        if call.cost_usd is None:
+        input_tokens = row.input_tokens or 0
+        cached = row.cached_input_tokens or 0
+        self.input_tokens += input_tokens
+        self.cached_input_tokens += cached
+        self.cache_write_input_tokens += row.cache_write_input_tokens or 0
+        self.output_tokens += row.output_tokens or 0
+        self.reasoning_tokens += row.reasoning_tokens or 0
+        cost = row.cost_usd
+        if cost is None:
             self.unpriced_calls += 1
         else:
-            self.cost_usd += call.cost_usd
-        if call.estimated_usage:
+            self.cost_usd += cost
+        source = row.usage_source
+        if source == "estimated":
             self.estimated_usage_calls += 1
-        if call.saved_usd is not None:
-            self.saved_usd += call.saved_usd
-        elif call.cached_input_tokens:
-            self.saved_unknown_calls += 1
-        if call.error_pct is not None:
+        if cached:  # an unpriced call (cost null) has no savings either: its price was unknown
+            gap = None if cost is None else prices.cache_gap(row, input_tokens)
+            if gap is None:
+                self.saved_unknown_calls += 1
+            else:
+                self.saved_tokens[gap] = self.saved_tokens.get(gap, 0) + cached
+        estimated = row.estimated_input_tokens
+        if source == "reported" and input_tokens > 0 and estimated is not None:
+            error = abs(estimated - input_tokens) * 100.0 / input_tokens
             self.accuracy_calls += 1
-            self.accuracy_sum += call.error_pct
-            bucket = (
-                round(call.error_pct, 2) if call.error_pct < 100 else float(round(call.error_pct))
+            self.accuracy_sum += error
+            self.accuracy_hist[round(error, 2) if error < 100 else float(round(error))] += 1
+
+    def merge(self, other: _Totals) -> None:
+        """Add *other*'s counts to these (inside `money_math`)."""
+        for name in (
+            "calls",
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_input_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "unpriced_calls",
+            "estimated_usage_calls",
+            "saved_unknown_calls",
+            "accuracy_calls",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost_usd += other.cost_usd
+        for gap, tokens in other.saved_tokens.items():
+            self.saved_tokens[gap] = self.saved_tokens.get(gap, 0) + tokens
+        self.accuracy_sum += other.accuracy_sum
+        self.accuracy_hist.update(other.accuracy_hist)
+
+    @property
+    def saved_usd(self) -> Decimal:
+        """Money saved by cached input, at today's prices (exact)."""
+        with money_math():
+            return (
+                sum((gap * tokens for gap, tokens in sorted(self.saved_tokens.items())), _ZERO)
+                / _MILLION
             )
-            self.accuracy_hist[bucket] += 1
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -288,44 +632,48 @@ class _Totals:
         return sum(found) / len(found)
 
 
-@dataclass(slots=True)
-class _Call:
-    input_tokens: int
-    cached_input_tokens: int
-    cache_write_input_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    cost_usd: Decimal | None
-    estimated_usage: bool
-    saved_usd: Decimal | None
-    error_pct: float | None
-
-
 class _Prices:
-    """`price_of` with a cache; unknown models are remembered as ``None``."""
+    """Today's cache discount per model and tier, from `price_of`, looked up once per model."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str | None], ModelPrice | None] = {}
+        # (priced_as, response_model, model, tier) -> (gap, long-context threshold, its gap)
+        self._gaps: dict[tuple[Any, Any, Any, Any], tuple[Decimal, int | None, Decimal] | None]
+        self._gaps = {}
 
-    def saved(self, event: dict[str, Any], cached: int, input_tokens: int) -> Decimal | None:
-        model = event.get("priced_as") or event.get("response_model") or event.get("model")
-        tier = event.get("service_tier")
-        if not isinstance(model, str) or not model:
+    def cache_gap(self, row: Fields, input_tokens: int) -> Decimal | None:
+        """Input rate minus cached-input rate (USD per 1M tokens), or ``None`` when unpriced."""
+        key = (row.priced_as, row.response_model, row.model, row.service_tier)
+        try:
+            entry = self._gaps[key]
+        except KeyError:
+            entry = self._gaps[key] = self._lookup(*key)
+        if entry is None:
             return None
-        key = (model, tier if isinstance(tier, str) else None)
-        if key not in self._cache:
-            from costmeter._errors import CostmeterError  # noqa: PLC0415
-            from costmeter._pricing import price_of  # noqa: PLC0415
+        gap, threshold, long_gap = entry
+        return long_gap if threshold is not None and input_tokens > threshold else gap
 
-            try:
-                self._cache[key] = price_of(key[0], service_tier=key[1])
-            except CostmeterError:
-                self._cache[key] = None
-        price = self._cache[key]
-        if price is None:
+    @staticmethod
+    def _lookup(
+        priced_as: Any, response_model: Any, model: Any, tier: Any
+    ) -> tuple[Decimal, int | None, Decimal] | None:
+        name = priced_as or response_model or model
+        if not isinstance(name, str) or not name:
             return None
-        rates = price.for_input(input_tokens)
-        return cached * (rates.input_per_mtok - rates.cached_input_per_mtok) / _MILLION
+        from costmeter._errors import CostmeterError  # noqa: PLC0415
+        from costmeter._pricing import price_of  # noqa: PLC0415
+
+        try:
+            price = price_of(name, service_tier=tier if isinstance(tier, str) else None)
+        except CostmeterError:
+            return None
+        gap = price.input_per_mtok - price.cached_input_per_mtok
+        long = price.long_context
+        if long is None or price.long_context_threshold is None:
+            return gap, None, gap
+        return gap, price.long_context_threshold, long.input_per_mtok - long.cached_input_per_mtok
+
+
+_COUNTS = ("lines", "other_lines", "malformed_lines", "out_of_range", "no_timestamp")
 
 
 @dataclass
@@ -339,110 +687,207 @@ class Report:
     out_of_range: int = 0
     no_timestamp: int = 0
     other_events: Counter[str] = field(default_factory=Counter)
+    since: datetime | None = None
+    until: datetime | None = None
+    refusals: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: Report) -> None:
+        """Add the groups and counts of *other* (a piece of the same input) to this report."""
+        for key, totals in other.groups.items():
+            mine = self.groups.get(key)
+            if mine is None:
+                self.groups[key] = totals
+            else:
+                mine.merge(totals)
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.other_events.update(other.other_events)
+        self.refusals.update(other.refusals)
 
 
-def _group_of(by: str, event: dict[str, Any], when: datetime | None) -> str:
+def _day_of(when: datetime | None) -> str:
+    return "(no timestamp)" if when is None else when.astimezone(timezone.utc).date().isoformat()
+
+
+def _grouper(by: str) -> Callable[[Fields, datetime | None], str]:
+    """The group key of a call for ``--by``."""
     if by == "model":
-        return str(event.get("model") or event.get("response_model") or "(unknown)")
+        return lambda row, _when: str(row.model or row.response_model or "(unknown)")
     if by == "day":
-        return (
-            "(no timestamp)" if when is None else when.astimezone(timezone.utc).date().isoformat()
-        )
+        return lambda _row, when: _day_of(when)
+    if by == DAY_MODEL:
+        return lambda row, when: f"{_day_of(when)} {row.model or row.response_model or '(unknown)'}"
     if by == "budget":
-        return str(event.get("budget") or "(none)")
+        return lambda row, _when: str(row.budget or "(none)")
     if by == "api":
-        return str(event.get("api") or "(unknown)")
+        return lambda row, _when: str(row.api or "(unknown)")
     if by.startswith("tag:"):
-        tags = event.get("tags")
-        value = tags.get(by[4:]) if isinstance(tags, dict) else None
-        return "(untagged)" if value is None else str(value)
-    return "TOTAL"
+        key = by[4:]
 
+        def tag(row: Fields, _when: datetime | None) -> str:
+            value = row.tags.get(key) if row.tags else None
+            return "(untagged)" if value is None else str(value)
 
-def _call_of(event: dict[str, Any], prices: _Prices) -> _Call:
-    input_tokens = _int(event, "input_tokens")
-    cached = _int(event, "cached_input_tokens")
-    source = event.get("usage_source")
-    estimated = _int(event, "estimated_input_tokens")
-    error_pct = None
-    if (
-        source == "reported"
-        and input_tokens > 0
-        and event.get("estimated_input_tokens") is not None
-    ):
-        error_pct = abs(estimated - input_tokens) * 100.0 / input_tokens
-    cost = _money(event.get("cost_usd"))
-    saved: Decimal | None = _ZERO
-    if cached:  # an unpriced call (cost null) has no savings either: its price was unknown
-        saved = None if cost is None else prices.saved(event, cached, input_tokens)
-    return _Call(
-        input_tokens=input_tokens,
-        cached_input_tokens=cached,
-        cache_write_input_tokens=_int(event, "cache_write_input_tokens"),
-        output_tokens=_int(event, "output_tokens"),
-        reasoning_tokens=_int(event, "reasoning_tokens"),
-        cost_usd=cost,
-        estimated_usage=source == "estimated",
-        saved_usd=saved,
-        error_pct=error_pct,
-    )
+        return tag
+    return lambda _row, _when: "TOTAL"
 
 
 def build_report(
-    files: Sequence[str], by: str, since: datetime | None, until: datetime | None
+    files: Sequence[str],
+    by: str,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    engine: str = "auto",
+    workers: int | None = None,
 ) -> Report:
-    report = Report(by=by)
+    """
+    Add up the ``costmeter.call`` events of *files*, grouped *by*, within [since, until).
+
+    A large plain file (>= 32 MB) is read by *workers* processes at once (default: 2 when the
+    machine has 2 cores or more and the process runs no other thread, since it forks), each
+    adding up its own byte range; the pieces are merged in file order, so the result does not
+    depend on which finished first. The standard-library engine cuts the same pieces.
+    """
+    return build_reports(files, [by], since, until, engine=engine, workers=workers)[0]
+
+
+def build_reports(
+    files: Sequence[str],
+    bys: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    engine: str = "auto",
+    workers: int | None = None,
+    refusals: bool = False,
+) -> list[Report]:
+    """
+    `build_report` for several groupings at once, reading the files once (at most one tag);
+    with *refusals*, count the calls each budget refused (``Report.refusals``) whatever the
+    groupings (``--by budget`` counts them too).
+    """
+    reports = [Report(by=by, since=since, until=until) for by in bys]
+    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until, refusals))
+    if workers is None:
+        workers = _default_workers()
+    with money_math():
+        for name in files:
+            pieces = _pieces(name, workers)
+            if len(pieces) == 1:
+                sources: Iterable[Iterable[bytes]] = [_read_lines(name)]
+                _add_up(reports, sources, decoder)
+                continue
+            from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+            from multiprocessing import get_context  # noqa: PLC0415
+
+            with ProcessPoolExecutor(len(pieces) - 1, mp_context=get_context("fork")) as pool:
+                others = [
+                    pool.submit(
+                        _piece_reports, name, start, end, bys, since, until, engine, refusals
+                    )
+                    for start, end in pieces[1:]
+                ]
+                start, end = pieces[0]
+                _add_up(reports, [_read_piece(name, start, end, True)], decoder)
+                for other in others:
+                    for report, piece in zip(reports, other.result(), strict=True):
+                        report.merge(piece)
+        for report in reports:
+            for _key, group in sorted(report.groups.items()):
+                report.total.merge(group)
+            if report.by == "none":
+                report.groups.clear()
+    return reports
+
+
+def _default_workers() -> int:
+    import threading  # noqa: PLC0415
+
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return 1  # fork is the start method here; forking a process with other threads is unsafe
+    return min(2, os.cpu_count() or 1)
+
+
+def _wanted(
+    bys: Sequence[str], since: datetime | None, until: datetime | None, refusals: bool = False
+) -> frozenset[str]:
+    """The `OPTIONAL_FIELDS` the reports need."""
+    wanted = {"budget", "refused"} if refusals else set()
+    if since is not None or until is not None or any(by in ("day", DAY_MODEL) for by in bys):
+        wanted.add("timestamp")
+    for by in bys:
+        if by in ("budget", "api"):
+            wanted.add(by)
+        if by.startswith("tag:"):
+            wanted.add("tags")
+        if by == "budget":
+            wanted.add("refused")  # refusals per budget, from costmeter.budget.exceeded
+    return frozenset(wanted)
+
+
+def _tag_key(bys: Sequence[str]) -> str | None:
+    tags = {by[4:] for by in bys if by.startswith("tag:")}
+    if len(tags) > 1:
+        raise UsageError("one tag at a time")
+    return tags.pop() if tags else None
+
+
+def _piece_reports(
+    name: str,
+    start: int,
+    end: int,
+    bys: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    engine: str,
+    refusals: bool,
+) -> list[Report]:
+    """One byte range of a file, added up in a worker process (no progress display there)."""
+    reports = [Report(by=by, since=since, until=until) for by in bys]
+    decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until, refusals))
+    with money_math():
+        _add_up(reports, [_read_piece(name, start, end, False)], decoder)
+    return reports
+
+
+def _add_up(
+    reports: Sequence[Report], sources: Iterable[Iterable[bytes]], decoder: _Decoder
+) -> None:
+    """Add the calls of *sources* to each report's groups (inside `money_math`)."""
+    first = reports[0]
+    since, until = first.since, first.until
+    stats = ReadStats(other_events=first.other_events, refusals=first.refusals)
     prices = _Prices()
-    need_time = since is not None or until is not None or by == "day"
-    decode = json.JSONDecoder(parse_float=Decimal).decode  # money stays exact: Decimal, not float
-    for name in files:
-        for line in _read_lines(name):
-            report.lines += 1
-            if b"costmeter." not in line:
-                if line.strip():
-                    report.other_lines += 1
+    windowed = since is not None or until is not None
+    need_time = windowed or any(r.by in ("day", DAY_MODEL) for r in reports)
+    grouped = [(report.groups, _grouper(report.by)) for report in reports]
+    for row in _events(sources, stats, decoder):
+        when = event_time(row.timestamp) if need_time else None
+        if windowed:
+            if when is None:
+                first.no_timestamp += 1
                 continue
-            try:
-                event = decode(line.decode("utf-8"))
-            except ValueError:  # also UnicodeDecodeError
-                report.malformed_lines += 1
+            if (since is not None and when < since) or (until is not None and when >= until):
+                first.out_of_range += 1
                 continue
-            if not isinstance(event, dict):
-                report.malformed_lines += 1
-                continue
-            name_of_event = event.get("event")
-            if name_of_event != "costmeter.call":
-                if isinstance(name_of_event, str) and name_of_event.startswith("costmeter."):
-                    report.other_events[name_of_event] += 1
-                else:
-                    report.other_lines += 1
-                continue
-            if "gen_ai.usage.input_tokens" in event:
-                event = _from_otel(event)
-            when = event_time(event.get("timestamp")) if need_time else None
-            if since is not None or until is not None:
-                if when is None:
-                    report.no_timestamp += 1
-                    continue
-                if (since is not None and when < since) or (until is not None and when >= until):
-                    report.out_of_range += 1
-                    continue
-            try:
-                call = _call_of(event, prices)
-            except _Malformed:
-                report.malformed_lines += 1
-                continue
-            report.total.add(call)
-            if by != "none":
-                key = _group_of(by, event, when)
-                group = report.groups.get(key)
-                if group is None:
-                    group = report.groups[key] = _Totals()
-                group.add(call)
-    return report
+        for groups, group_of in grouped:
+            key = group_of(row, when)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Totals()
+            group.add(row, prices)
+    first.lines += stats.lines
+    first.other_lines += stats.other_lines
+    first.malformed_lines += stats.malformed_lines
+    for report in reports[1:]:  # the same lines were read for every grouping
+        for name in _COUNTS:
+            setattr(report, name, getattr(first, name))
+        report.other_events = first.other_events
+        report.refusals = first.refusals
 
 
-# -- report: output ------------------------------------------------------------------------------
+# -- output --------------------------------------------------------------------------------------
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (key, table header, kind)

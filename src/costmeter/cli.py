@@ -156,12 +156,17 @@ def _report_notes(report: Report) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since >= args.until:
         raise UsageError("--since must be before --until")
-    report = build_report(args.files, args.by, args.since, args.until)
-    if args.format == "csv" and report.by == "none":
-        # The key column's header is the grouping; "none" would read as a null key.
-        report = dataclasses.replace(report, by=_CSV_KEY_WITHOUT_GROUPS)
-    writer = {"table": write_table, "json": write_json, "csv": write_csv}[args.format]
-    writer(report, sys.stdout)
+    if args.format == "html" or args.output:
+        from costmeter._report_html import write_report  # noqa: PLC0415
+
+        report = write_report(args)  # the page with charts, or any format to -o FILE
+    else:
+        report = build_report(args.files, args.by, args.since, args.until)
+        if args.format == "csv" and report.by == "none":
+            # The key column's header is the grouping; "none" would read as a null key.
+            report = dataclasses.replace(report, by=_CSV_KEY_WITHOUT_GROUPS)
+        writer = {"table": write_table, "json": write_json, "csv": write_csv}[args.format]
+        writer(report, sys.stdout)
     _report_notes(report)
     if not report.total.calls:
         where = ", ".join(args.files)
@@ -208,7 +213,11 @@ def _add_report(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--until", type=_parse_when, metavar="ISO", help="only calls before this date/time"
     )
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+    parser.add_argument(
+        "-o", "--output", metavar="FILE",
+        help="write the report to FILE (html: one self-contained page with charts)",
+    )  # fmt: skip
     parser.set_defaults(handler=_cmd_report)
 
 
@@ -588,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     from costmeter import _demo  # noqa: PLC0415  (the demo imports this module)
 
     _demo.register(subparsers)
+    from costmeter import _reconcile  # noqa: PLC0415
+
+    _reconcile.register(subparsers)
     return parser
 
 

@@ -14,6 +14,7 @@ from costmeter.testing import (  # noqa: F401  (each module registers its routes
     _completions,
     _images,
 )
+from costmeter.testing._admin import Bill, BilledCall, bill
 from costmeter.testing._fake import (
     MODEL_SNAPSHOTS,
     OMIT,
@@ -28,10 +29,13 @@ from costmeter.testing._fake import (
 __all__ = [
     "MODEL_SNAPSHOTS",
     "OMIT",
+    "Bill",
+    "BilledCall",
     "ExtraRoute",
     "FakeOpenAI",
     "RecordedRequest",
     "add_route",
+    "bill",
     "fake_input_tokens",
     "sse",
 ]

@@ -834,7 +834,7 @@ class FakeOpenAI:
 
         tier = body.get("service_tier")
         rid = _new_id(prefix)
-        return _Plan(
+        plan = _Plan(
             rid=rid,
             endpoint=endpoint,
             created=int(time.time()),
@@ -851,6 +851,9 @@ class FakeOpenAI:
             item_ids=("rs_" + rid[len(prefix) :], "msg_" + rid[len(prefix) :]),
             background=bool(body.get("background")),
         )
+        for hook in _BILLING_HOOKS:  # every generated response is billed once, as by the API
+            hook(self, plan, headers)
+        return plan
 
     def _cached_tokens(self, model: str, key: Any, text: str) -> int:
         """Cached prefix vs. earlier prompts of the same model and cache key (see module doc)."""
@@ -1418,6 +1421,9 @@ class ExtraRoute:
 
 
 _EXTRA_ROUTES: list[ExtraRoute] = []
+#: Called as ``hook(server, plan, request_headers)`` for each response the fake generates
+#: (``costmeter.testing._admin`` keeps the organization's bill with it).
+_BILLING_HOOKS: list[Callable[[FakeOpenAI, _Plan, Mapping[str, str]], None]] = []
 
 
 def add_route(
