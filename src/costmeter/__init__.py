@@ -8,10 +8,12 @@ cover before they are sent, and logs one structured JSON event per call.
 
 from __future__ import annotations
 
+from costmeter._alerts import BudgetAlert
 from costmeter._budget import Budget, budget
 from costmeter._clients import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from costmeter._errors import (
     BudgetExceededError,
+    BudgetKeyMissingError,
     ConfigurationError,
     CostmeterError,
     LedgerError,
@@ -43,7 +45,9 @@ __all__ = [
     "AsyncOpenAI",
     "AzureOpenAI",
     "Budget",
+    "BudgetAlert",
     "BudgetExceededError",
+    "BudgetKeyMissingError",
     "ConfigurationError",
     "Cost",
     "CostmeterError",

@@ -6,11 +6,12 @@ delay the call that crossed a threshold nor break it. So an alert is put on a bo
 one daemon worker thread runs the callbacks, in order. A callback that raises is contained and
 reported as a ``costmeter.warning`` event (``budget_alert_failed``); when the queue is full
 (callbacks far slower than the calls) the alert is dropped and ``budget_alert_dropped`` says so.
-The worker is started on first use, and again in a forked child (threads do not survive a fork).
+The worker is started on first use, and again in a forked child (threads do not survive a fork). At exit, queued alerts get up to 5 s to run.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -22,6 +23,7 @@ from typing import Literal
 __all__ = ["AlertCallback", "BudgetAlert", "deliver", "wait_for_alerts"]
 
 _QUEUE_SIZE = 1024
+_EXIT_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,18 @@ def deliver(callback: AlertCallback | None, alert: BudgetAlert) -> None:
         _worker.put(callback, alert)
 
 
-def wait_for_alerts() -> None:
-    """Block until every queued alert has been handled (tests, and scripts about to exit)."""
-    _worker.queue.join()
+def wait_for_alerts(timeout: float | None = None) -> bool:
+    """
+    Wait until every queued alert has been handled (or *timeout* seconds); returns whether
+    the queue drained. Runs at interpreter exit with a 5 s bound, so a script's last alerts
+    are delivered although the worker is a daemon thread.
+    """
+    done = _worker.queue.all_tasks_done
+    with done:
+        return done.wait_for(lambda: not _worker.queue.unfinished_tasks, timeout)
+
+
+atexit.register(wait_for_alerts, _EXIT_WAIT_S)
 
 
 def _warn(code: str, alert: BudgetAlert, exc: Exception | None) -> None:

@@ -69,6 +69,7 @@ __all__ = [
     "open_ledger",
     "parse_window",
     "redact",
+    "sqlite_path",
     "window_end",
     "window_key",
 ]
@@ -336,9 +337,9 @@ class WindowState:
             fields[f"model:{model}"] = str(amount)
         for hold_id, hold in self.holds.items():
             expires = "-" if hold.expires is None else repr(hold.expires)
-            # "amount expires" (unsent) or "amount expires sent model" (sent).
-            extra = f" sent {hold.model}" if hold.sent else ""
-            fields[f"hold:{hold_id}"] = f"{hold.amount} {expires}{extra}"
+            # "amount expires sent|- model" (older versions wrote "amount expires").
+            sent = "sent" if hold.sent else "-"
+            fields[f"hold:{hold_id}"] = f"{hold.amount} {expires} {sent} {hold.model}"
         for hold_id, late in self.late.items():
             fields[f"late:{hold_id}"] = f"{late.amount} {late.forget_at!r} {late.model}"
         return fields
@@ -359,12 +360,12 @@ class WindowState:
                 if name.startswith("model:"):
                     state.by_model[name[6:]] = _stored_amount(value)
                 elif name.startswith("hold:"):
-                    amount, expires, *sent = value.split(" ", 3)
+                    amount, expires, *rest = value.split(" ", 3)
                     state.holds[name[5:]] = Hold(
                         _stored_amount(amount),
                         None if expires == "-" else _stored_time(expires),
-                        bool(sent),
-                        sent[1] if len(sent) == 2 else "unknown",
+                        rest[:1] == ["sent"],
+                        rest[1] if len(rest) == 2 else "unknown",
                     )
                 elif name.startswith("late:"):
                     amount, forget_at, model = value.split(" ", 2)
@@ -864,7 +865,8 @@ def _reinit_after_fork() -> None:
 os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
-def _sqlite_path(url: str) -> str:
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` ledger URL."""
     if not url.startswith("sqlite:///"):
         raise ConfigurationError(
             f"a SQLite ledger URL is sqlite:///relative/path.db or sqlite:////absolute/path.db, "
@@ -902,7 +904,7 @@ def open_ledger(url: str | Ledger | None, timeout: float = DEFAULT_LEDGER_TIMEOU
         raise ConfigurationError(
             f"unknown ledger {redact(url)!r}: use sqlite:///path.db or redis://host:6379/0"
         )
-    path = _sqlite_path(url) if scheme == "sqlite" else None
+    path = sqlite_path(url) if scheme == "sqlite" else None
     key = (url, float(timeout), os.getpid())
     with _open_lock:
         ledger = _open.get(key)
