@@ -48,7 +48,7 @@ from costmeter._ledger import (
     window_end,
     window_key,
 )
-from costmeter._money import parse_amount
+from costmeter._money import money_math, parse_amount
 from costmeter._tags import current_tags
 
 __all__ = [
@@ -371,12 +371,18 @@ class Budget:
 
         def change(state: WindowState) -> BudgetExceededError | None:
             state.expire(now)
-            spent, reserved = state.spent, state.reserved
+            spent = state.spent
             fits = state.admit(
                 hold_id, amount, self._limit, expires, force=force, model=model or "unknown"
             )
-            self._seen = state.copy()
-            return None if fits else self._refusal(amount, model, spent, reserved, key)
+            self._remember(state)
+            if fits:
+                return None
+            reserved = state.reserved
+            if force:  # held anyway: the refusal reports what was held before it
+                with money_math():
+                    reserved -= amount
+            return self._refusal(amount, model, spent, reserved, key)
 
         refusal = self._transact(key, window, change, now)
         return window, refusal
@@ -410,10 +416,15 @@ class Budget:
             crossed = state.charge(
                 hold_id, actual, model or "unknown", self._limit, self._thresholds
             )
-            self._seen = state.copy()
+            self._remember(state)
             return Settled(self, key, state.spent, state.remaining(self._limit), tuple(crossed))
 
         return self._transact(key, window, change, now)
+
+    def _remember(self, state: WindowState) -> None:
+        """Keep what a transaction saw, for when a persistent ledger cannot be read."""
+        if self._ledger.persistent:  # a memory ledger is always readable: no copy
+            self._seen = state.copy()
 
     def _last_seen(self, key: str | None) -> Settled:
         """What a settle reports when the ledger could not be reached."""

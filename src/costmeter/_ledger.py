@@ -206,13 +206,18 @@ class WindowState:
     @property
     def reserved(self) -> Decimal:
         """Worst cases held by calls in flight."""
+        if not self.holds:
+            return _ZERO
         with money_math():
-            return sum((hold.amount for hold in self.holds.values()), _ZERO)
+            return self._reserved()
+
+    def _reserved(self) -> Decimal:  # inside money_math
+        return sum((hold.amount for hold in self.holds.values()), _ZERO)
 
     def remaining(self, limit: Decimal) -> Decimal:
         """What a new call may still reserve: ``limit - spent - reserved``, never below 0."""
         with money_math():
-            return max(_ZERO, limit - self.spent - self.reserved)
+            return max(_ZERO, limit - self.spent - self._reserved())
 
     def expire(self, now: float) -> list[str]:
         """
@@ -228,14 +233,16 @@ class WindowState:
             for hold_id, hold in self.holds.items()
             if hold.expires is not None and hold.expires <= now
         ]
-        with money_math():
-            for hold_id in gone:
-                hold = self.holds.pop(hold_id)
-                if hold.sent:
-                    self._add_spend(hold.amount, hold.model, 1)
-                    self.late[hold_id] = Late(hold.amount, hold.model, now + _LATE_RECORD_S)
-        for hold_id in [k for k, late in self.late.items() if late.forget_at <= now]:
-            del self.late[hold_id]
+        if gone:
+            with money_math():
+                for hold_id in gone:
+                    hold = self.holds.pop(hold_id)
+                    if hold.sent:
+                        self._add_spend(hold.amount, hold.model, 1)
+                        self.late[hold_id] = Late(hold.amount, hold.model, now + _LATE_RECORD_S)
+        if self.late:
+            for hold_id in [k for k, late in self.late.items() if late.forget_at <= now]:
+                del self.late[hold_id]
         return gone
 
     def mark_sent(self, hold_id: str) -> None:
@@ -267,7 +274,7 @@ class WindowState:
         """
         self.limit = limit
         with money_math():
-            fits = self.spent + self.reserved + amount <= limit
+            fits = self.spent + self._reserved() + amount <= limit
         if fits or force:
             self.holds[hold_id] = Hold(amount, expires, model=model)
         else:

@@ -58,6 +58,8 @@ def _distinct(budgets: Sequence[Budget]) -> tuple[Budget, ...]:
     ledger, name, key rule and window), would otherwise hold and charge every call twice.
     Of two objects for one state, the one with the smaller limit decides admission.
     """
+    if len(budgets) < 2:
+        return tuple(budgets)
     chosen: dict[tuple[object, ...], Budget] = {}
     for b in budgets:
         same = b._identity()
@@ -97,6 +99,7 @@ class Reservation:
     sent: bool = False
     hold_id: str = field(default_factory=new_hold_id)
     budget_keys: tuple[str | None, ...] = ()
+    in_memory: bool = True  # no budget does ledger I/O: everything under one lock, inline
     # Per budget: the window holding this call, or None (its ledger was down and it fails open).
     windows: list[str | None] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -132,9 +135,11 @@ class Reservation:
                 b._alert_exceeded(refusal, refused=True)
                 raise refusal
             keys.append(key)
-        reservation = cls(distinct, amount, model, budget_keys=tuple(keys))
+        reservation = cls(
+            distinct, amount, model, budget_keys=tuple(keys), in_memory=_in_memory(distinct)
+        )
         found: BudgetExceededError | None = None
-        lock = _ledger.memory_lock if _in_memory(distinct) else contextlib.nullcontext()
+        lock = _ledger.memory_lock if reservation.in_memory else contextlib.nullcontext()
         with lock:
             try:
                 for b, key in zip(distinct, keys, strict=True):
@@ -191,7 +196,7 @@ class Reservation:
             if self.settled:
                 return
             self.settled = True
-        with _ledger.memory_lock if _in_memory(self.budgets) else contextlib.nullcontext():
+        with _ledger.memory_lock if self.in_memory else contextlib.nullcontext():
             self._give_back()
 
     def mark_sent(self) -> None:
@@ -231,7 +236,7 @@ class Reservation:
                 return []
             self.settled = True
         results: list[Settled] = []
-        with _ledger.memory_lock if _in_memory(self.budgets) else contextlib.nullcontext():
+        with _ledger.memory_lock if self.in_memory else contextlib.nullcontext():
             for b, window, key in zip(self.budgets, self.windows, self.budget_keys, strict=True):
                 hold = None if window is None else self.hold_id
                 try:
@@ -304,7 +309,7 @@ async def settle_async(reservation: Reservation, actual: Decimal) -> list[Settle
     Cancellation-safe: if the awaiting task is cancelled, the thread still settles (the call
     was made and is charged); the cancellation propagates at once.
     """
-    if _in_memory(reservation.budgets):
+    if reservation.in_memory:
         return reservation.settle(actual)
     task = asyncio.ensure_future(asyncio.to_thread(reservation.settle, actual))
     try:
