@@ -317,7 +317,7 @@ def test_late_settle_of_an_expired_sent_hold_is_not_double_counted(persistent_ur
     Reservation.take((b,), Decimal("0.1"), "m").settle(Decimal("0.1"))  # expires the hold
     assert Decimal("0.35") == b.spent_usd
 
-    [settled] = slow.settle(Decimal("0.05"))
+    [settled] = slow.settle_report(Decimal("0.05"))
     assert (Decimal("0.15"), 2) == (b.spent_usd, b.calls)
     assert Decimal("0.15") == settled.spent_usd
 
@@ -333,7 +333,7 @@ def test_settle_returns_each_budgets_numbers(persistent_url: str) -> None:
     held = Reservation.take((outer, inner), Decimal("0.4"), "m")
     other = Reservation.take((outer,), Decimal("0.1"), "m")  # in flight: not remaining
 
-    first, second = held.settle(Decimal("0.35"))
+    first, second = held.settle_report(Decimal("0.35"))
 
     assert (outer, Decimal("0.55"), Decimal("0.35"), (Decimal("0.5"),)) == (
         first.budget,
@@ -347,7 +347,8 @@ def test_settle_returns_each_budgets_numbers(persistent_url: str) -> None:
         second.remaining_usd,
         second.crossed_thresholds,
     )
-    assert [] == held.settle(Decimal("0.35"))  # settles once
+    assert [] == held.settle_report(Decimal("0.35"))  # settles once
+    assert [] == held.settle(Decimal("0.35"))
     assert Decimal("0.55") == outer.spent_usd
     other.release()
     assert Decimal(0) == outer.reserved_usd
@@ -641,7 +642,7 @@ def test_per_user_reservation_exposes_the_key() -> None:
     with costmeter.tags(user="carol"):
         held = Reservation.take((plain, per_user), PER_CALL, MODEL)
     assert ("carol", (None, "carol")) == (held.budget_key, held.budget_keys)
-    assert [None, "carol"] == [s.budget_key for s in held.settle(PER_CALL)]
+    assert [None, "carol"] == [s.budget_key for s in held.settle_report(PER_CALL)]
 
 
 def test_per_user_memory_ledger_drops_ended_windows() -> None:

@@ -206,7 +206,7 @@ class TestSharedLedger:
         seen = []
         for budget_obj, amount in ((a, "0.3"), (b, "0.3"), (a, "0.1"), (b, "0.25")):
             held = Reservation.take((budget_obj,), Decimal(amount), "m")
-            seen.append([f for s in held.settle(Decimal(amount)) for f in s.crossed_thresholds])
+            seen.append([fraction for _, fraction in held.settle(Decimal(amount))])
 
         assert [[], [Decimal("0.5")], [], [Decimal("0.9")]] == seen
 

@@ -14,6 +14,8 @@ bound otherwise).
 Where the numbers live is the budget's ledger (`costmeter._ledger`): this process's memory by
 default, or a SQLite file / Redis database shared by many processes, per calendar window. Every
 admission and threshold decision is made by `costmeter._ledger.WindowState`, whatever the ledger.
+A per-key budget (``per="tag:user"``) keeps one such state per key (per tag value) and window.
+The reserve/settle protocol itself is `costmeter._reservation`; alerts are `costmeter._alerts`.
 
 The active budgets live in a ``ContextVar``: asyncio tasks inherit them; threads started by a
 pool do not (run the work in ``contextvars.copy_context().run(...)``, or enter a shared
@@ -129,7 +131,9 @@ class Budget:
             starts again from zero; ``None`` (default): one total that never expires.
         tz: Time zone of the window boundaries (a zoneinfo name or ``tzinfo``); default UTC.
         lease_seconds: How long a persistent ledger keeps a call's reservation if its process
-            dies before settling (default 600 s). Must exceed your longest call.
+            dies before settling (default 600 s); then the hold is released if its request was
+            never sent, and charged as spent if it was (`Reservation.mark_sent`: the provider
+            billed it). Must exceed your longest call.
         ledger_timeout: Seconds to wait for a locked SQLite file or a Redis answer (default 5).
         on_ledger_error: ``"raise"`` (default, fail closed): when the ledger cannot be reached
             the call raises `LedgerError` and is not sent. ``"allow"`` (fail open): the call is

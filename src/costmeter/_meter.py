@@ -604,8 +604,7 @@ class Call:
         cost, price_status = self._price(usage)
         crossed: list[tuple[Budget, Decimal]] = []
         if self.reservation is not None:
-            settled = self.reservation.settle(cost.total_usd if cost is not None else _ZERO)
-            crossed = [(s.budget, f) for s in settled for f in s.crossed_thresholds]
+            crossed = self.reservation.settle(cost.total_usd if cost is not None else _ZERO)
         fields = self._fields(outcome, error, usage, source, cost, price_status)
         if problem is not None:
             fields["usage_problem"] = problem

@@ -3,8 +3,9 @@ A call's reservation across its active budgets: take, mark sent, settle — and 
 
 `Reservation.take` holds the call's worst case in every distinct active budget, or refuses;
 `Reservation.mark_sent` tells persistent ledgers the request left the process (so a crash after
-that point is charged, not forgotten); `Reservation.settle` replaces the hold by the actual cost
-and returns, per budget, what the same transaction left: `Settled`.
+that point is charged, not forgotten); `Reservation.settle_report` replaces the hold by the
+actual cost and returns, per budget, what the same transaction left: `Settled`
+(`Reservation.settle` does the same and returns only the thresholds crossed).
 
 `take_async` / `settle_async` run the blocking ledger I/O of SQLite/Redis budgets on a worker
 thread without ever leaking a hold when the awaiting task is cancelled: the thread cannot be
@@ -102,7 +103,9 @@ class Reservation:
     in_memory: bool = True  # no budget does ledger I/O: everything under one lock, inline
     # Per budget: the window holding this call, or None (its ledger was down and it fails open).
     windows: list[str | None] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def budget_key(self) -> str | None:
@@ -221,14 +224,22 @@ class Reservation:
             except LedgerError as exc:
                 b._ledger_warning(exc, "mark_sent", self.amount)
 
-    def settle(self, actual: Decimal) -> list[Settled]:
+    def settle(self, actual: Decimal) -> list[tuple[Budget, Decimal]]:
+        """
+        Release the reservation and charge *actual*; returns the ``warn_at`` thresholds newly
+        crossed, as (budget, fraction) pairs. `settle_report` returns each budget's numbers too.
+        """
+        return [(s.budget, f) for s in self.settle_report(actual) for f in s.crossed_thresholds]
+
+    def settle_report(self, actual: Decimal) -> list[Settled]:
         """
         Release the reservation and charge *actual*; returns, per budget (outermost first),
-        the spend and remaining left by the settling transaction and the thresholds crossed.
+        the spend and remaining left by the settling transaction and the thresholds crossed —
+        what the call event needs, without reading the ledger again.
 
-        Settles once: a second call returns ``[]``. Never raises for an unreachable ledger:
-        the request was already made. The charge is then missing from that ledger (its hold
-        expires with its lease) and a ``costmeter.warning`` event says so; the
+        Settles once: a second call (of either method) returns ``[]``. Never raises for an
+        unreachable ledger: the request was already made. The charge is then missing from that
+        ledger (its hold expires with its lease) and a ``costmeter.warning`` event says so; the
         ``costmeter.call`` event still carries the cost.
         """
         with self._lock:
@@ -304,14 +315,14 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 async def settle_async(reservation: Reservation, actual: Decimal) -> list[Settled]:
     """
-    `Reservation.settle` for async code (SQLite/Redis ledger I/O on a worker thread).
+    `Reservation.settle_report` for async code (SQLite/Redis ledger I/O on a worker thread).
 
     Cancellation-safe: if the awaiting task is cancelled, the thread still settles (the call
     was made and is charged); the cancellation propagates at once.
     """
     if reservation.in_memory:
-        return reservation.settle(actual)
-    task = asyncio.ensure_future(asyncio.to_thread(reservation.settle, actual))
+        return reservation.settle_report(actual)
+    task = asyncio.ensure_future(asyncio.to_thread(reservation.settle_report, actual))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
