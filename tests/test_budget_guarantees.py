@@ -25,7 +25,7 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from costmeter.testing import FakeOpenAI
 
 from .test_ledger import (
     Clock,
+    _client,
     _free_port,
     redis_server,  # noqa: F401  (the fixture, requested by name)
 )
@@ -66,10 +67,6 @@ def _exact_prices() -> None:
 def server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as fake:
         yield fake
-
-
-def _client(server: FakeOpenAI) -> costmeter.OpenAI:
-    return costmeter.OpenAI(api_key="k", base_url=server.base_url, max_retries=0)
 
 
 def _call(client: costmeter.OpenAI) -> None:
@@ -176,6 +173,21 @@ def _count_transactions(budget: costmeter.Budget, monkeypatch: pytest.MonkeyPatc
     return done
 
 
+async def _cancel_while_locked(path: Path, work: Coroutine[Any, Any, Any]) -> None:
+    """Run *work* in a task while another connection holds the SQLite write lock; cancel it."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        task = asyncio.create_task(work)
+        await asyncio.sleep(0.2)  # the worker thread is now waiting for the lock
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
 async def test_cancelled_while_reserving_releases_the_hold(
     tmp_path: Path, server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,17 +200,7 @@ async def test_cancelled_while_reserving_releases_the_hold(
     b = costmeter.budget(PER_CALL * 3 / 2, name="cancel", ledger=url, ledger_timeout=30)
     assert Decimal(0) == b.spent_usd  # creates the file
     done = _count_transactions(b, monkeypatch)
-    blocker = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        task = asyncio.create_task(take_async((b,), PER_CALL, MODEL))
-        await asyncio.sleep(0.2)  # the worker thread is now waiting for the lock
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    await _cancel_while_locked(tmp_path / "b.db", take_async((b,), PER_CALL, MODEL))
 
     assert await asyncio.to_thread(_eventually, lambda: len(done) >= 2)  # reserve, release
     assert Decimal(0) == b.reserved_usd
@@ -218,17 +220,7 @@ async def test_cancelled_while_settling_still_charges(
     b = costmeter.budget("1", name="settle", ledger=url, ledger_timeout=30)
     held = await take_async((b,), PER_CALL, MODEL)
     done = _count_transactions(b, monkeypatch)
-    blocker = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        task = asyncio.create_task(settle_async(held, Decimal("0.0001")))
-        await asyncio.sleep(0.2)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    await _cancel_while_locked(tmp_path / "b.db", settle_async(held, Decimal("0.0001")))
 
     assert await asyncio.to_thread(_eventually, lambda: len(done) >= 1)
     assert (Decimal("0.0001"), Decimal(0), 1) == (b.spent_usd, b.reserved_usd, b.calls)

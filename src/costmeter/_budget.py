@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from datetime import timezone, tzinfo
 from decimal import Decimal
 from types import TracebackType
-from typing import Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from costmeter._alerts import AlertCallback, BudgetAlert, deliver
@@ -465,33 +465,37 @@ class Budget:
 
     # -- alerts ------------------------------------------------------------------------------
     def _alert_exceeded(self, error: BudgetExceededError, *, refused: bool) -> None:
-        deliver(
+        self._alert(
             self.on_exceeded,
-            BudgetAlert(
-                kind="exceeded",
-                budget=self.name,
-                budget_key=error.budget_key,
-                limit_usd=self._limit,
-                spent_usd=error.spent_usd,
-                estimated_cost_usd=error.estimated_cost_usd,
-                model=error.model,
-                refused=refused,
-            ),
+            "exceeded",
+            error.budget_key,
+            error.spent_usd,
+            estimated_cost_usd=error.estimated_cost_usd,
+            model=error.model,
+            refused=refused,
         )
 
     def _alert_threshold(self, settled: Settled, fraction: Decimal, model: str | None) -> None:
-        deliver(
+        self._alert(
             self.on_threshold,
-            BudgetAlert(
-                kind="threshold",
-                budget=self.name,
-                budget_key=settled.budget_key,
-                limit_usd=self._limit,
-                spent_usd=settled.spent_usd,
-                fraction=fraction,
-                model=model,
-            ),
+            "threshold",
+            settled.budget_key,
+            settled.spent_usd,
+            fraction=fraction,
+            model=model,
         )
+
+    def _alert(
+        self,
+        callback: AlertCallback | None,
+        kind: Literal["threshold", "exceeded"],
+        key: str | None,
+        spent: Decimal,
+        **details: Any,
+    ) -> None:
+        if callback is not None:
+            alert = BudgetAlert(kind, self.name, key, self._limit, spent, **details)
+            deliver(callback, alert)
 
     def _ledger_warning(self, exc: LedgerError, stage: str, amount: Decimal) -> None:
         """Tell the operator a call went through without this budget's ledger knowing."""

@@ -413,6 +413,21 @@ def _open_budget_ledger(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
+def _missing_file_is_nothing_recorded(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A ``budget`` action on a SQLite file that does not exist: say so, exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _NoLedgerFile as exc:
+            _say(str(exc))
+            return EXIT_NO_EVENTS
+
+    return run
+
+
 def _budget_name(args: argparse.Namespace) -> str:
     """The stored name: the budget's, or ``NAME[KEY]`` for one key of a per-key budget."""
     from costmeter._ledger import ledger_name  # noqa: PLC0415
@@ -442,11 +457,7 @@ def _cmd_budget_show(args: argparse.Namespace) -> int:
     from costmeter._errors import LedgerError  # noqa: PLC0415
     from costmeter._ledger import WindowState, redact  # noqa: PLC0415
 
-    try:
-        ledger = _open_budget_ledger(args)
-    except _NoLedgerFile as exc:
-        _say(str(exc))
-        return EXIT_NO_EVENTS
+    ledger = _open_budget_ledger(args)
     name = _budget_name(args)
     found = []
     now = time.time()
@@ -508,11 +519,7 @@ def _cmd_budget_reset(args: argparse.Namespace) -> int:
     from costmeter._errors import LedgerError  # noqa: PLC0415
     from costmeter._ledger import redact  # noqa: PLC0415
 
-    try:
-        ledger = _open_budget_ledger(args)
-    except _NoLedgerFile as exc:
-        _say(str(exc))
-        return EXIT_NO_EVENTS
+    ledger = _open_budget_ledger(args)
     name = _budget_name(args)
     try:
         if args.window is None:
@@ -579,7 +586,7 @@ def _add_budget(subparsers: Subparsers) -> None:
         )
         if action == "show":
             sub.add_argument("--format", choices=("table", "json"), default="table")
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=_missing_file_is_nothing_recorded(handler))
     parser.set_defaults(handler=lambda _args: _usage_of(parser))
 
 
