@@ -247,8 +247,8 @@ _HOLDER = textwrap.dedent(
 
     url, name, lease, sent = sys.argv[1:5]
     b = costmeter.budget("5", name=name, ledger=url, lease_seconds=float(lease))
-    held = Reservation.take((b,), Decimal("0.25"), "gpt-x")
-    if sent == "1":
+    held = Reservation.take((b,), Decimal("0.25"), "gpt-x", sent=sent == "take")
+    if sent == "mark":
         held.mark_sent()
         held.mark_sent()  # idempotent
     print("READY", flush=True)
@@ -257,9 +257,9 @@ _HOLDER = textwrap.dedent(
 )
 
 
-def _killed_holder(url: str, name: str, lease: float, *, sent: bool) -> None:
+def _killed_holder(url: str, name: str, lease: float, *, sent: str) -> None:
     worker = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, url, name, str(lease), "1" if sent else "0"],
+        [sys.executable, "-c", _HOLDER, url, name, str(lease), sent],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -276,19 +276,22 @@ def _killed_holder(url: str, name: str, lease: float, *, sent: bool) -> None:
 @pytest.mark.slow
 def test_killed_after_sending_is_charged_on_expiry(persistent_url: str) -> None:
     """
-    SIGKILL after `mark_sent`: when the lease passes, the held $0.25 becomes spend (the request
-    was billed). Without `mark_sent`, the hold is released as before.
+    SIGKILL after `mark_sent` (or a ``take(sent=True)``): when the lease passes, the held $0.25
+    becomes spend (the request was billed). Without either, the hold is released as before.
     """
     lease = 60.0
-    _killed_holder(persistent_url, "sent", lease, sent=True)
-    _killed_holder(persistent_url, "unsent", lease, sent=False)
+    _killed_holder(persistent_url, "sent", lease, sent="mark")
+    _killed_holder(persistent_url, "taken-sent", lease, sent="take")
+    _killed_holder(persistent_url, "unsent", lease, sent="no")
 
     now = Clock(time.time())
     sent = costmeter.budget("5", name="sent", ledger=persistent_url, clock=now)
     unsent = costmeter.budget("5", name="unsent", ledger=persistent_url, clock=now)
+    taken = costmeter.budget("5", name="taken-sent", ledger=persistent_url, clock=now)
     assert (Decimal(0), Decimal("0.25")) == (sent.spent_usd, sent.reserved_usd)
 
     now.now += lease + 1
+    assert (Decimal("0.25"), Decimal(0), 1) == (taken.spent_usd, taken.reserved_usd, taken.calls)
     assert (Decimal("0.25"), Decimal(0), 1) == (sent.spent_usd, sent.reserved_usd, sent.calls)
     assert {"gpt-x": Decimal("0.25")} == sent.by_model
     assert (Decimal(0), Decimal(0), 0) == (unsent.spent_usd, unsent.reserved_usd, unsent.calls)

@@ -365,7 +365,7 @@ class Budget:
 
     # -- accounting (called by `Reservation`) ------------------------------------------------
     def _admit(
-        self, hold_id: str, amount: Decimal, model: str | None, key: str | None
+        self, hold_id: str, amount: Decimal, model: str | None, key: str | None, sent: bool
     ) -> tuple[str, BudgetExceededError | None]:
         """Hold *amount* in the current window; returns the window and the refusal, if any."""
         now = self._clock()
@@ -377,7 +377,13 @@ class Budget:
             state.expire(now)
             spent = state.spent
             fits = state.admit(
-                hold_id, amount, self._limit, expires, force=force, model=model or "unknown"
+                hold_id,
+                amount,
+                self._limit,
+                expires,
+                force=force,
+                model=model or "unknown",
+                sent=sent,
             )
             self._remember(state)
             if fits:

@@ -265,6 +265,7 @@ class WindowState:
         *,
         force: bool,
         model: str = "unknown",
+        sent: bool = False,
     ) -> bool:
         """
         Hold *amount* if ``spent + reserved + amount <= limit``; returns whether it fit.
@@ -276,7 +277,7 @@ class WindowState:
         with money_math():
             fits = self.spent + self._reserved() + amount <= limit
         if fits or force:
-            self.holds[hold_id] = Hold(amount, expires, model=model)
+            self.holds[hold_id] = Hold(amount, expires, sent, model)
         else:
             self.refused += 1
         return fits

@@ -113,9 +113,20 @@ class Reservation:
         return self.budget_keys[-1] if self.budget_keys else None
 
     @classmethod
-    def take(cls, budgets: Sequence[Budget], amount: Decimal, model: str | None) -> Reservation:
+    def take(
+        cls,
+        budgets: Sequence[Budget],
+        amount: Decimal,
+        model: str | None,
+        *,
+        sent: bool = False,
+    ) -> Reservation:
         """
         Reserve *amount* in every distinct budget atomically, or refuse.
+
+        *sent=True* stores the holds already marked sent (as `mark_sent` would, without its
+        extra ledger write): for a request sent right after it is admitted. A hold taken so
+        but never sent must be given back with `release` (a crash in between charges it).
 
         Raises:
             BudgetKeyMissingError: a per-key budget has no key in this context (a refusal).
@@ -139,7 +150,12 @@ class Reservation:
                 raise refusal
             keys.append(key)
         reservation = cls(
-            distinct, amount, model, budget_keys=tuple(keys), in_memory=_in_memory(distinct)
+            distinct,
+            amount,
+            model,
+            sent=sent,
+            budget_keys=tuple(keys),
+            in_memory=_in_memory(distinct),
         )
         found: BudgetExceededError | None = None
         lock = _ledger.memory_lock if reservation.in_memory else contextlib.nullcontext()
@@ -165,7 +181,7 @@ class Reservation:
     def _hold_in(self, b: Budget, key: str | None) -> BudgetExceededError | None:
         """Hold the amount in *b*; returns its refusal if it refuses (``raise`` mode)."""
         try:
-            window, refusal = b._admit(self.hold_id, self.amount, self.model, key)
+            window, refusal = b._admit(self.hold_id, self.amount, self.model, key, self.sent)
         except LedgerError as exc:
             if b.on_ledger_error == "raise":
                 raise LedgerError(f"budget {b.name!r}: {exc}; the request was not sent") from exc
@@ -209,7 +225,8 @@ class Reservation:
         From then on, if this process dies before settling, the ledger charges the held worst
         case when the hold's lease expires instead of releasing it (the provider billed the
         request). Idempotent; no I/O for in-memory budgets (their holds die with the process);
-        one small write per SQLite/Redis budget. Never raises: an unreachable ledger gets a
+        one small write per SQLite/Redis budget (async code: call it off the event loop, or
+        take with ``sent=True`` when the request goes out right away). Never raises: an unreachable ledger gets a
         ``costmeter.warning`` and the hold keeps its release-on-expiry rule.
         """
         with self._lock:
@@ -270,7 +287,9 @@ class _Handoff:
         self.reservation: Reservation | None = None
 
 
-async def take_async(budgets: Sequence[Budget], amount: Decimal, model: str | None) -> Reservation:
+async def take_async(
+    budgets: Sequence[Budget], amount: Decimal, model: str | None, *, sent: bool = False
+) -> Reservation:
     """
     `Reservation.take` for async code: in-memory budgets inline; SQLite/Redis budgets on a
     worker thread, so the event loop never blocks on a locked file or a slow Redis.
@@ -283,11 +302,11 @@ async def take_async(budgets: Sequence[Budget], amount: Decimal, model: str | No
         The same errors as `Reservation.take`, and ``asyncio.CancelledError``.
     """
     if _in_memory(budgets):
-        return Reservation.take(budgets, amount, model)
+        return Reservation.take(budgets, amount, model, sent=sent)
     handoff = _Handoff()
 
     def work() -> Reservation:
-        reservation = Reservation.take(budgets, amount, model)
+        reservation = Reservation.take(budgets, amount, model, sent=sent)
         with handoff.lock:
             if not handoff.abandoned:
                 handoff.reservation = reservation
