@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import json
 import os
 import signal
 import sqlite3
@@ -631,8 +632,11 @@ def test_per_user_caps(
         with pytest.raises(ConfigurationError, match="tags"):
             _ = per_user.spent_usd  # no key in this context
         if url is not None:
-            assert 0 == main(["budget", "show", "per-user", "--key", "bob", "--ledger", url])
-            assert "$0.0004 in 2 calls" in capsys.readouterr().out
+            show = ["budget", "show", "per-user", "--key", "bob", "--ledger", url]
+            capsys.readouterr()  # the events so far
+            assert 0 == main([*show, "--format", "json"])
+            [shown] = json.loads(capsys.readouterr().out)["windows"]
+            assert (PER_CALL * 2, 2) == (Decimal(shown["spent_usd"]), shown["calls"])
 
         clock.now += 86400  # a new day: alice starts again
         with costmeter.tags(user="alice"):
