@@ -27,7 +27,7 @@ CALL_KEYS = {
     "estimated_cost_usd", "estimate_complete", "cost_usd", "input_cost_usd",
     "cached_input_cost_usd", "cache_write_cost_usd", "output_cost_usd", "tool_cost_usd",
     "price_source", "priced_as", "price_status", "duration_ms", "tags",
-    "budget", "budget_spent_usd", "budget_remaining_usd", "charged_usd",
+    "budget", "budget_spent_usd", "budget_remaining_usd", "budget_key", "charged_usd",
 }  # fmt: skip
 MONEY_KEYS = (
     "cost_usd",

@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 EXPECTED = {
     "quickstart.py": r"cost: \$0\.\d+ \(prices: \S+\)",
     "budget.py": r"refused before sending: worst case \$0\.\d+ > \$0\.001",
+    "budget_alerts.py": r"alice spent \$0\.\d+, bob \$0\.\d+; 3 alerts",
     "async_streaming.py": r"3 streams cost \$0\.\d+ in total \(3 calls metered\)",
     "tags_and_report.py": r"TOTAL\s+4\s.*",
     "threads.py": r"shared Budget: 4 calls, \$0\.\d+ of \$0\.01",

@@ -566,7 +566,8 @@ def test_kill_9_mid_call_loses_no_spend(
 ) -> None:
     """
     A worker SIGKILLed while its second call is in flight: its settled first call stays charged,
-    and its hold is released once the (short) lease has passed.
+    and once the (short) lease has passed its hold — marked sent, since the request had left —
+    is charged as spend (OpenAI billed it), not released.
     """
     log = tmp_path / "events.jsonl"
     lease = 2.0
@@ -589,6 +590,9 @@ def test_kill_9_mid_call_loses_no_spend(
     stored = _raw(ledger_url, "fleet", window)
     assert stored.spent == money(first[0]["cost_usd"])
     assert _worst_case() == stored.reserved  # the dead process's hold, still there
+    [held] = stored.holds.values()
+    assert held.sent
+    billed = held.amount
 
     later = Clock(time.time() + lease + 1)
     survivor = costmeter.budget("5", name="fleet", ledger=ledger_url, window="1d", clock=later)
@@ -599,8 +603,8 @@ def test_kill_9_mid_call_loses_no_spend(
 
     stored = _raw(ledger_url, "fleet", window)
     assert {} == stored.holds
-    assert stored.spent == money(first[0]["cost_usd"]) + money(calls(logs)[0]["cost_usd"])
-    assert 2 == stored.calls
+    assert stored.spent == money(first[0]["cost_usd"]) + billed + money(calls(logs)[0]["cost_usd"])
+    assert 3 == stored.calls
 
 
 # -- the CLI -------------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from costmeter._alerts import BudgetAlert
     from costmeter._budget import Budget, budget
     from costmeter._clients import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
     from costmeter._errors import (
         BudgetExceededError,
+        BudgetKeyMissingError,
         ConfigurationError,
         CostmeterError,
         LedgerError,
@@ -54,7 +56,9 @@ _LAZY: dict[str, str] = {
     "AsyncOpenAI": "_clients",
     "AzureOpenAI": "_clients",
     "Budget": "_budget",
+    "BudgetAlert": "_alerts",
     "BudgetExceededError": "_errors",
+    "BudgetKeyMissingError": "_errors",
     "ConfigurationError": "_errors",
     "Cost": "_pricing",
     "CostmeterError": "_errors",
@@ -114,7 +118,9 @@ __all__ = [
     "AsyncOpenAI",
     "AzureOpenAI",
     "Budget",
+    "BudgetAlert",
     "BudgetExceededError",
+    "BudgetKeyMissingError",
     "ConfigurationError",
     "Cost",
     "CostmeterError",

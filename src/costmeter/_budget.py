@@ -14,6 +14,8 @@ bound otherwise).
 Where the numbers live is the budget's ledger (`costmeter._ledger`): this process's memory by
 default, or a SQLite file / Redis database shared by many processes, per calendar window. Every
 admission and threshold decision is made by `costmeter._ledger.WindowState`, whatever the ledger.
+A per-key budget (``per="tag:user"``) keeps one such state per key (per tag value) and window.
+The reserve/settle protocol itself is `costmeter._reservation`; alerts are `costmeter._alerts`.
 
 The active budgets live in a ``ContextVar``: asyncio tasks inherit them; threads started by a
 pool do not (run the work in ``contextvars.copy_context().run(...)``, or enter a shared
@@ -22,63 +24,86 @@ pool do not (run the work in ``contextvars.copy_context().run(...)``, or enter a
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import inspect
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from costmeter._alerts import AlertCallback, BudgetAlert, deliver
 from costmeter._errors import BudgetExceededError, ConfigurationError, LedgerError
 from costmeter._ledger import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LEDGER_TIMEOUT,
     Ledger,
     WindowState,
-    memory_lock,
-    new_hold_id,
+    ledger_name,
     open_ledger,
     parse_window,
     redact,
     window_end,
     window_key,
 )
+from costmeter._money import money_math, parse_amount
+from costmeter._tags import current_tags
 
-__all__ = ["Budget", "Reservation", "active_budgets", "budget", "parse_usd"]
+__all__ = [
+    "Budget",
+    "Reservation",
+    "Settled",
+    "active_budgets",
+    "budget",
+    "parse_usd",
+    "settle_async",
+    "take_async",
+]
 
 _ZERO = Decimal(0)
 _active: ContextVar[tuple[Budget, ...]] = ContextVar("costmeter_budgets", default=())
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def parse_usd(value: object, what: str = "limit_usd") -> Decimal:
-    """
-    A finite, non-negative USD amount from str, int, Decimal or float (via its repr).
+    """A USD amount: `costmeter._money.parse_amount`, the one amount parser."""
+    return parse_amount(value, what)
 
-    Raises:
-        ConfigurationError: negative, NaN, infinite or non-numeric values, naming the value.
+
+def _parse_warn_at(warn_at: object) -> tuple[Decimal, ...]:
     """
-    if isinstance(value, bool):
-        raise ConfigurationError(f"{what} must be a number, got {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigurationError(f"{what} must be finite, got {value!r}")
-        value = repr(value)
-    if not isinstance(value, (str, int, Decimal)):
-        raise ConfigurationError(f"{what} must be a str, int or Decimal, got {value!r}")
-    try:
-        amount = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise ConfigurationError(f"{what} must be a number, got {value!r}") from None
-    if not amount.is_finite():
-        raise ConfigurationError(f"{what} must be finite, got {value!r}")
-    if amount < 0:
-        raise ConfigurationError(f"{what} must not be negative, got {value!r}")
-    return amount
+    ``warn_at``: fractions of the limit in [0, 1]. A bare number (``0.8``, ``"0.8"``) is one
+    fraction; ``()`` means no thresholds. ``None`` is refused rather than guessed at.
+    """
+    if warn_at is None:
+        raise ConfigurationError(
+            "warn_at must be a fraction like 0.8 or a sequence like (0.5, 0.9); "
+            "use warn_at=() for no thresholds, got None"
+        )
+    if isinstance(warn_at, (int, float, Decimal, str)):
+        warn_at = (warn_at,)
+    if not isinstance(warn_at, Iterable):
+        raise ConfigurationError(
+            f"warn_at must be a fraction or a sequence of fractions, got {warn_at!r}"
+        )
+    fractions = sorted(parse_amount(f, "warn_at fraction") for f in warn_at)
+    if any(f > 1 for f in fractions):
+        raise ConfigurationError(f"warn_at fractions must be within [0, 1], got {warn_at!r}")
+    return tuple(fractions)
+
+
+def _parse_per(per: object) -> str | None:
+    """``per="tag:NAME"``: one cap per value of that tag; returns NAME."""
+    if per is None:
+        return None
+    if isinstance(per, str) and per.startswith("tag:") and per[4:].strip():
+        return per[4:].strip()
+    raise ConfigurationError(f"per must be 'tag:NAME' (e.g. per='tag:user'), got {per!r}")
 
 
 class Budget:
@@ -97,6 +122,7 @@ class Budget:
             ``"warn"`` logs ``costmeter.budget.exceeded`` and lets it through.
         warn_at: Fractions of the limit at which ``costmeter.budget.threshold`` is emitted, once
             each (per window, across all processes of a shared ledger), when spend crosses them.
+            A bare number is one fraction (``0.8``); ``()`` for none; ``None`` is an error.
         allow_unpriced: By default a call to a model no price source knows is refused inside a
             budget (the cap could not be enforced). ``True`` lets such calls through at $0.
         ledger: Where the numbers live: ``None`` (this process's memory), ``"sqlite:///path.db"``
@@ -105,12 +131,24 @@ class Budget:
             starts again from zero; ``None`` (default): one total that never expires.
         tz: Time zone of the window boundaries (a zoneinfo name or ``tzinfo``); default UTC.
         lease_seconds: How long a persistent ledger keeps a call's reservation if its process
-            dies before settling (default 600 s). Must exceed your longest call.
+            dies before settling (default 600 s); then the hold is released if its request was
+            never sent, and charged as spent if it was (`Reservation.mark_sent`: the provider
+            billed it). Must exceed your longest call.
         ledger_timeout: Seconds to wait for a locked SQLite file or a Redis answer (default 5).
         on_ledger_error: ``"raise"`` (default, fail closed): when the ledger cannot be reached
             the call raises `LedgerError` and is not sent. ``"allow"`` (fail open): the call is
             sent unbudgeted by this budget and a ``costmeter.warning`` event is emitted.
         clock: Unix time source for windows and leases (tests inject one; default ``time.time``).
+        per: ``"tag:NAME"``: one cap per value of the ``NAME`` tag (``costmeter.tags(user=
+            "alice")``), per window, on any ledger: every user gets *limit_usd*. A call with no
+            such tag is refused (`BudgetKeyMissingError`: not sent) so no user escapes the cap.
+            The properties below read the current context's key; ``for_key("alice")`` reads
+            another's.
+        on_threshold: Called with a `BudgetAlert` each time spend crosses a ``warn_at``
+            fraction (once per fraction and window, across the processes of a ledger).
+        on_exceeded: Called with a `BudgetAlert` each time a call does not fit (refused, or let
+            through by ``on_exceed="warn"``). Both run on one background thread, in order, off
+            the call's path; an exception is logged as ``costmeter.warning`` and dropped.
     """
 
     def __init__(
@@ -119,7 +157,7 @@ class Budget:
         *,
         name: str | None = None,
         on_exceed: Literal["raise", "warn"] = "raise",
-        warn_at: Iterable[float | Decimal | str] = (0.8,),
+        warn_at: float | Decimal | str | Iterable[float | Decimal | str] = (0.8,),
         allow_unpriced: bool = False,
         ledger: str | Ledger | None = None,
         window: str | None = None,
@@ -128,17 +166,17 @@ class Budget:
         ledger_timeout: float = DEFAULT_LEDGER_TIMEOUT,
         on_ledger_error: Literal["raise", "allow"] = "raise",
         clock: Callable[[], float] | None = None,
+        per: str | None = None,
+        on_threshold: AlertCallback | None = None,
+        on_exceeded: AlertCallback | None = None,
     ) -> None:
-        self._limit = parse_usd(limit_usd)
+        self._limit = parse_amount(limit_usd, "limit_usd")
         if on_exceed not in ("raise", "warn"):
             raise ConfigurationError(f"on_exceed must be 'raise' or 'warn', got {on_exceed!r}")
         if on_ledger_error not in ("raise", "allow"):
             raise ConfigurationError(
                 f"on_ledger_error must be 'raise' or 'allow', got {on_ledger_error!r}"
             )
-        fractions = sorted(parse_usd(f, "warn_at fraction") for f in warn_at)
-        if any(f > 1 for f in fractions):
-            raise ConfigurationError(f"warn_at fractions must be within [0, 1], got {warn_at!r}")
         if (
             isinstance(lease_seconds, bool)
             or not isinstance(lease_seconds, (int, float))
@@ -148,29 +186,75 @@ class Budget:
             raise ConfigurationError(
                 f"lease_seconds must be a positive number, got {lease_seconds!r}"
             )
+        for what, callback in (("on_threshold", on_threshold), ("on_exceeded", on_exceeded)):
+            if callback is not None and not callable(callback):
+                raise ConfigurationError(f"{what} must be callable, got {callback!r}")
         self.name = name
         self.on_exceed = on_exceed
         self.on_ledger_error = on_ledger_error
         self.allow_unpriced = allow_unpriced
-        self._thresholds = tuple(fractions)
+        self.per = _parse_per(per)
+        self.on_threshold = on_threshold
+        self.on_exceeded = on_exceeded
+        self._thresholds = _parse_warn_at(warn_at)
         self._window = parse_window(window)
         self._tz = _zone(tz)
         self._ledger = open_ledger(ledger, ledger_timeout)
         if self._ledger.persistent and not name:
             raise ConfigurationError(
-                f"a budget kept in {self._ledger.url} needs a name (the key its processes share)"
+                f"a budget kept in {redact(self._ledger.url)} needs a name "
+                "(the key its processes share)"
             )
         self._key = name or ""
+        self._fixed_key: str | None = None  # set by `for_key`
         self._lease: float | None = float(lease_seconds) if self._ledger.persistent else None
         self._clock = clock or time.time
         self._seen = WindowState()  # last state read: what properties show if the ledger is down
 
     def __repr__(self) -> str:
+        key = self._reading_key(required=False)
+        if self.per is not None and key is None:
+            return f"Budget(name={self.name!r}, limit_usd={self._limit}, per='tag:{self.per}')"
         state = self._state()
+        shown = "" if key is None else f", key={key!r}"
         return (
-            f"Budget(name={self.name!r}, limit_usd={self._limit}, spent_usd={state.spent}, "
-            f"reserved_usd={state.reserved})"
+            f"Budget(name={self.name!r}{shown}, limit_usd={self._limit}, "
+            f"spent_usd={state.spent}, reserved_usd={state.reserved})"
         )
+
+    def for_key(self, key: str) -> Budget:
+        """
+        This per-key budget as seen by one key (``daily.for_key("alice").spent_usd``): a view
+        sharing the ledger and settings, pinned to *key* whatever the current tags.
+        """
+        if self.per is None:
+            raise ConfigurationError(f"budget {self.name!r} has no per= rule: it has no keys")
+        view = copy.copy(self)
+        view._fixed_key = str(key)
+        view._seen = WindowState()
+        return view
+
+    # -- keys of per-key budgets ---------------------------------------------------------------
+    def _call_key(self) -> str | None:
+        """This context's key: the pinned one, or the value of the ``per`` tag (or None)."""
+        if self.per is None:
+            return None
+        if self._fixed_key is not None:
+            return self._fixed_key
+        return current_tags().get(self.per)
+
+    def _reading_key(self, *, required: bool = True) -> str | None:
+        key = self._call_key()
+        if key is None and self.per is not None and required:
+            raise ConfigurationError(
+                f"budget {self.name!r} is per tag {self.per!r}: read it inside "
+                f"costmeter.tags({self.per}=...) or through .for_key(...)"
+            )
+        return key
+
+    def _identity(self) -> tuple[object, ...]:
+        """What makes two objects the same budget state (see `Reservation.take`)."""
+        return (id(self._ledger), self._key, self.per, self._fixed_key, self._window, self._tz)
 
     # -- read-only state ---------------------------------------------------------------------
     @property
@@ -196,8 +280,9 @@ class Budget:
         while events are written, and metering must not break a call that was already made.
         """
         now = self._clock()
+        name = ledger_name(self._key, self._reading_key())
         try:
-            state = self._ledger.read(self._key, window_key(self._window, now, self._tz))
+            state = self._ledger.read(name, window_key(self._window, now, self._tz))
         except LedgerError:
             return self._seen
         state.expire(now)
@@ -222,8 +307,7 @@ class Budget:
     @property
     def remaining_usd(self) -> Decimal:
         """What a new call may still reserve: ``limit - spent - reserved`` (never below 0)."""
-        state = self._state()
-        return max(_ZERO, self._limit - state.spent - state.reserved)
+        return self._state().remaining(self._limit)
 
     @property
     def calls(self) -> int:
@@ -242,11 +326,12 @@ class Budget:
 
     def reset(self) -> None:
         """
-        Forget this budget's spend and reservations in every window of its ledger.
+        Forget this budget's spend and reservations in every window of its ledger (a per-key
+        budget: the current context's key, or the `for_key` view's).
 
         Calls in flight still settle afterwards, charging what they actually cost.
         """
-        self._ledger.reset(self._key)
+        self._ledger.reset(ledger_name(self._key, self._reading_key()))
         self._seen = WindowState()
 
     # -- context management ------------------------------------------------------------------
@@ -280,7 +365,7 @@ class Budget:
 
     # -- accounting (called by `Reservation`) ------------------------------------------------
     def _admit(
-        self, hold_id: str, amount: Decimal, model: str | None
+        self, hold_id: str, amount: Decimal, model: str | None, key: str | None, sent: bool
     ) -> tuple[str, BudgetExceededError | None]:
         """Hold *amount* in the current window; returns the window and the refusal, if any."""
         now = self._clock()
@@ -290,44 +375,89 @@ class Budget:
 
         def change(state: WindowState) -> BudgetExceededError | None:
             state.expire(now)
-            spent, reserved = state.spent, state.reserved
-            fits = state.admit(hold_id, amount, self._limit, expires, force=force)
-            self._seen = state.copy()
-            return None if fits else self._refusal(amount, model, spent, reserved)
+            spent = state.spent
+            fits = state.admit(
+                hold_id,
+                amount,
+                self._limit,
+                expires,
+                force=force,
+                model=model or "unknown",
+                sent=sent,
+            )
+            self._remember(state)
+            if fits:
+                return None
+            reserved = state.reserved
+            if force:  # held anyway: the refusal reports what was held before it
+                with money_math():
+                    reserved -= amount
+            return self._refusal(amount, model, spent, reserved, key)
 
-        return window, self._ledger.transact(self._key, window, change, self._keep_for(now))
+        refusal = self._transact(key, window, change, now)
+        return window, refusal
+
+    def _transact(
+        self, key: str | None, window: str, change: Callable[[WindowState], T], now: float
+    ) -> T:
+        return self._ledger.transact(
+            ledger_name(self._key, key), window, change, self._keep_for(now), now
+        )
 
     def _charge(
-        self, window: str | None, hold_id: str | None, actual: Decimal, model: str | None
-    ) -> list[Decimal]:
+        self,
+        window: str | None,
+        hold_id: str | None,
+        actual: Decimal,
+        model: str | None,
+        key: str | None,
+    ) -> Settled:
         """
         Release the hold and charge *actual* in the window the call was admitted in (its
         worst case was reserved there); a call admitted without a hold (fail-open) is charged
-        in the current window.
+        in the current window. Returns the numbers this very transaction left.
         """
         now = self._clock()
         if window is None:
             window = window_key(self._window, now, self._tz)
 
-        def change(state: WindowState) -> list[Decimal]:
+        def change(state: WindowState) -> Settled:
             state.expire(now)
             crossed = state.charge(
                 hold_id, actual, model or "unknown", self._limit, self._thresholds
             )
-            self._seen = state.copy()
-            return crossed
+            self._remember(state)
+            return Settled(self, key, state.spent, state.remaining(self._limit), tuple(crossed))
 
-        return self._ledger.transact(self._key, window, change, self._keep_for(now))
+        return self._transact(key, window, change, now)
+
+    def _remember(self, state: WindowState) -> None:
+        """Keep what a transaction saw, for when a persistent ledger cannot be read."""
+        if self._ledger.persistent:  # a memory ledger is always readable: no copy
+            self._seen = state.copy()
+
+    def _last_seen(self, key: str | None) -> Settled:
+        """What a settle reports when the ledger could not be reached."""
+        seen = self._seen
+        return Settled(self, key, seen.spent, seen.remaining(self._limit), (), recorded=False)
 
     def _keep_for(self, now: float) -> float | None:
         end = window_end(self._window, now, self._tz)
         return None if end is None else max(0.0, end - now)
 
-    def _release(self, window: str, hold_id: str) -> None:
-        self._ledger.transact(self._key, window, lambda state: state.release(hold_id))
+    def _release(self, window: str, hold_id: str, key: str | None) -> None:
+        self._transact(key, window, lambda state: state.release(hold_id), self._clock())
+
+    def _mark_sent(self, window: str, hold_id: str, key: str | None) -> None:
+        self._transact(key, window, lambda state: state.mark_sent(hold_id), self._clock())
 
     def _refusal(
-        self, amount: Decimal, model: str | None, spent: Decimal, reserved: Decimal
+        self,
+        amount: Decimal,
+        model: str | None,
+        spent: Decimal,
+        reserved: Decimal,
+        key: str | None,
     ) -> BudgetExceededError:
         return BudgetExceededError(
             budget_name=self.name,
@@ -336,7 +466,42 @@ class Budget:
             reserved_usd=reserved,
             estimated_cost_usd=amount,
             model=model,
+            budget_key=key,
         )
+
+    # -- alerts ------------------------------------------------------------------------------
+    def _alert_exceeded(self, error: BudgetExceededError, *, refused: bool) -> None:
+        self._alert(
+            self.on_exceeded,
+            "exceeded",
+            error.budget_key,
+            error.spent_usd,
+            estimated_cost_usd=error.estimated_cost_usd,
+            model=error.model,
+            refused=refused,
+        )
+
+    def _alert_threshold(self, settled: Settled, fraction: Decimal, model: str | None) -> None:
+        self._alert(
+            self.on_threshold,
+            "threshold",
+            settled.budget_key,
+            settled.spent_usd,
+            fraction=fraction,
+            model=model,
+        )
+
+    def _alert(
+        self,
+        callback: AlertCallback | None,
+        kind: Literal["threshold", "exceeded"],
+        key: str | None,
+        spent: Decimal,
+        **details: Any,
+    ) -> None:
+        if callback is not None:
+            alert = BudgetAlert(kind, self.name, key, self._limit, spent, **details)
+            deliver(callback, alert)
 
     def _ledger_warning(self, exc: LedgerError, stage: str, amount: Decimal) -> None:
         """Tell the operator a call went through without this budget's ledger knowing."""
@@ -368,141 +533,50 @@ def _zone(tz: str | tzinfo | None) -> tzinfo:
     raise ConfigurationError(f"tz must be a time zone name like 'Europe/Paris', got {tz!r}")
 
 
-def budget(
-    limit_usd: str | int | float | Decimal,
-    *,
-    name: str | None = None,
-    on_exceed: Literal["raise", "warn"] = "raise",
-    warn_at: Iterable[float | Decimal | str] = (0.8,),
-    allow_unpriced: bool = False,
-    ledger: str | Ledger | None = None,
-    window: str | None = None,
-    tz: str | tzinfo | None = None,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    ledger_timeout: float = DEFAULT_LEDGER_TIMEOUT,
-    on_ledger_error: Literal["raise", "allow"] = "raise",
-    clock: Callable[[], float] | None = None,
-) -> Budget:
+def _factory(cls: Callable[P, Budget], name: str, doc: str) -> Callable[P, Budget]:
     """
-    A new `Budget`, to be used as ``with costmeter.budget("2.00", name="eval"):``.
+    A function taking exactly *cls*'s arguments (for type checkers and ``help()``), so the
+    factory never repeats `Budget.__init__`'s parameter list by hand.
+    """
+
+    def make(*args: P.args, **kwargs: P.kwargs) -> Budget:
+        return cls(*args, **kwargs)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = doc
+    make.__module__ = __name__
+    make.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
+    return make
+
+
+budget = _factory(
+    Budget,
+    "budget",
+    """
+    A new `Budget` (same arguments), to be used as ``with costmeter.budget("2.00", name="eval"):``.
 
     Shared across processes: ``costmeter.budget("50", name="daily",
-    ledger="sqlite:///budgets.db", window="1d")`` (see `Budget` for every option).
-    """
-    return Budget(
-        limit_usd,
-        name=name,
-        on_exceed=on_exceed,
-        warn_at=warn_at,
-        allow_unpriced=allow_unpriced,
-        ledger=ledger,
-        window=window,
-        tz=tz,
-        lease_seconds=lease_seconds,
-        ledger_timeout=ledger_timeout,
-        on_ledger_error=on_ledger_error,
-        clock=clock,
-    )
+    ledger="sqlite:///budgets.db", window="1d")``; one cap per user: ``costmeter.budget("1.00",
+    name="per-user", per="tag:user", window="day", ledger=...)`` (see `Budget` for every option).
+    """,
+)
 
 
 def active_budgets() -> tuple[Budget, ...]:
-    """The budgets active in the current context, outermost first."""
-    return _active.get()
-
-
-def _all_in_memory(budgets: Sequence[Budget]) -> bool:
-    return not any(b._ledger.persistent for b in budgets)
-
-
-@dataclass
-class Reservation:
     """
-    What one call holds in each budget; settled exactly once.
-
-    In-memory budgets are reserved and settled under one lock, all at once. Budgets in
-    persistent ledgers are reserved one after the other, each atomically in its ledger; if one
-    refuses, the holds already taken are released (no budget can overshoot: a hold only ever
-    makes others more cautious, for the instant it exists).
+    The budgets active in the current context, outermost first, each object once (a budget
+    entered twice, ``with b: ... with b:``, still holds and charges each call once).
     """
+    stack = _active.get()
+    if len(stack) < 2:
+        return stack
+    return tuple({id(b): b for b in reversed(stack)}.values())[::-1]
 
-    budgets: tuple[Budget, ...]
-    amount: Decimal
-    model: str | None
-    warned: list[BudgetExceededError] = field(default_factory=list)
-    settled: bool = False
-    hold_id: str = field(default_factory=new_hold_id)
-    # Per budget: the window holding this call, or None (its ledger was down and it fails open).
-    windows: list[str | None] = field(default_factory=list)
 
-    @classmethod
-    def take(cls, budgets: Sequence[Budget], amount: Decimal, model: str | None) -> Reservation:
-        """
-        Reserve *amount* in every budget atomically, or refuse.
-
-        Raises:
-            BudgetExceededError: a ``raise``-mode budget cannot cover *amount*; nothing is
-                reserved anywhere.
-            LedgerError: a fail-closed budget's ledger cannot be reached; nothing is reserved.
-        """
-        reservation = cls(tuple(budgets), amount, model)
-        refusal: BudgetExceededError | None = None
-        with memory_lock if _all_in_memory(budgets) else contextlib.nullcontext():
-            try:
-                for b in budgets:
-                    refusal = reservation._hold_in(b)
-                    if refusal is not None:
-                        break
-            except BaseException:
-                reservation._give_back()
-                raise
-            if refusal is not None:
-                reservation._give_back()
-                raise refusal
-        return reservation
-
-    def _hold_in(self, b: Budget) -> BudgetExceededError | None:
-        """Hold the amount in *b*; returns its refusal if it refuses (``raise`` mode)."""
-        try:
-            window, refusal = b._admit(self.hold_id, self.amount, self.model)
-        except LedgerError as exc:
-            if b.on_ledger_error == "raise":
-                raise LedgerError(f"budget {b.name!r}: {exc}; the request was not sent") from exc
-            b._ledger_warning(exc, "reserve", self.amount)
-            self.windows.append(None)
-            return None
-        if refusal is not None and b.on_exceed == "raise":
-            return refusal
-        self.windows.append(window)
-        if refusal is not None:
-            self.warned.append(refusal)
-        return None
-
-    def _give_back(self) -> None:
-        """Release the holds taken so far (a later budget refused or failed)."""
-        for b, window in zip(self.budgets, self.windows, strict=False):  # taken so far
-            if window is None:
-                continue
-            with contextlib.suppress(LedgerError):  # if not, the hold's lease releases it
-                b._release(window, self.hold_id)
-
-    def settle(self, actual: Decimal) -> list[tuple[Budget, Decimal]]:
-        """
-        Release the reservation and charge *actual*; returns newly crossed thresholds.
-
-        Never raises for an unreachable ledger: the request was already made. The charge is then
-        missing from that ledger (its hold expires with its lease) and a ``costmeter.warning``
-        event says so; the ``costmeter.call`` event still carries the cost.
-        """
-        crossed: list[tuple[Budget, Decimal]] = []
-        with memory_lock if _all_in_memory(self.budgets) else contextlib.nullcontext():
-            with memory_lock:
-                if self.settled:
-                    return crossed
-                self.settled = True
-            for b, window in zip(self.budgets, self.windows, strict=True):
-                hold = None if window is None else self.hold_id
-                try:
-                    crossed.extend((b, f) for f in b._charge(window, hold, actual, self.model))
-                except LedgerError as exc:
-                    b._ledger_warning(exc, "settle", actual)
-        return crossed
+# Reservations live in their own module; importable from here as before.
+from costmeter._reservation import (  # noqa: E402
+    Reservation,
+    Settled,
+    settle_async,
+    take_async,
+)

@@ -6,6 +6,7 @@ never catch (and retry) a budget refusal.
 
 * CostmeterError
   x BudgetExceededError   an active budget cannot cover the call's worst case; the request was NOT sent
+    + BudgetKeyMissingError  a per-key budget's key (e.g. its tag) is not set (also a ConfigurationError)
   x PricingError
     + UnknownModelError   no price source knows the model (also a ``LookupError``)
     + UnpricedRequestError  inside a budget, a request costmeter cannot price: an endpoint it does
@@ -23,6 +24,7 @@ from decimal import Decimal
 
 __all__ = [
     "BudgetExceededError",
+    "BudgetKeyMissingError",
     "ConfigurationError",
     "CostmeterError",
     "LedgerError",
@@ -104,6 +106,7 @@ class BudgetExceededError(CostmeterError):
         reserved_usd: What in-flight calls held reserved when it refused.
         estimated_cost_usd: The refused call's worst-case cost.
         model: The model the refused call asked for.
+        budget_key: For a per-key budget (``per="tag:user"``), the key that refused.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class BudgetExceededError(CostmeterError):
         reserved_usd: Decimal,
         estimated_cost_usd: Decimal,
         model: str | None,
+        budget_key: str | None = None,
     ) -> None:
         self.budget_name = budget_name
         self.limit_usd = limit_usd
@@ -122,8 +126,12 @@ class BudgetExceededError(CostmeterError):
         self.reserved_usd = reserved_usd
         self.estimated_cost_usd = estimated_cost_usd
         self.model = model
+        self.budget_key = budget_key
+        name = budget_name or "(unnamed)"
+        if budget_key is not None:
+            name += f" [{budget_key}]"
         super().__init__(
-            f"budget {budget_name or '(unnamed)'!s} cannot cover a call to {model}: "
+            f"budget {name} cannot cover a call to {model}: "
             f"limit ${limit_usd}, spent ${spent_usd}, reserved ${reserved_usd}, "
             f"worst case of this call ${estimated_cost_usd}; the request was not sent"
         )
@@ -134,6 +142,62 @@ class BudgetExceededError(CostmeterError):
 
 def _rebuild_budget_error(state: dict[str, object]) -> BudgetExceededError:
     return BudgetExceededError(**state)  # type: ignore[arg-type]
+
+
+class BudgetKeyMissingError(BudgetExceededError, ConfigurationError):
+    """
+    A per-key budget (``per="tag:user"``) was active, but the call has no value for its key:
+    the request was not sent.
+
+    A refusal (so ``except BudgetExceededError`` handlers and the ``costmeter.budget.exceeded``
+    event cover it: an untagged call must not escape every per-user cap) caused by how the code
+    is set up (so it is also a `ConfigurationError`). The fix is ``costmeter.tags(user=...)``
+    around the call.
+
+    Attributes:
+        tag: The tag the budget keys on (``user`` for ``per="tag:user"``).
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_name: str | None,
+        tag: str,
+        limit_usd: Decimal,
+        estimated_cost_usd: Decimal,
+        model: str | None,
+    ) -> None:
+        super().__init__(
+            budget_name=budget_name,
+            limit_usd=limit_usd,
+            spent_usd=Decimal(0),
+            reserved_usd=Decimal(0),
+            estimated_cost_usd=estimated_cost_usd,
+            model=model,
+        )
+        self.tag = tag
+        self.args = (
+            f"budget {budget_name or '(unnamed)'} is per tag {tag!r}, but this call has no "
+            f"{tag!r} tag: wrap it in costmeter.tags({tag}=...); the request was not sent",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_key_missing,
+            (self.budget_name, self.tag, self.limit_usd, self.estimated_cost_usd, self.model),
+        )
+
+
+def _rebuild_key_missing(
+    budget_name: str | None, tag: str, limit: Decimal, estimated: Decimal, model: str | None
+) -> BudgetKeyMissingError:
+    return BudgetKeyMissingError(
+        budget_name=budget_name,
+        tag=tag,
+        limit_usd=limit,
+        estimated_cost_usd=estimated,
+        model=model,
+    )
 
 
 class LedgerError(CostmeterError):

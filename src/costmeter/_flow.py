@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from functools import partial
@@ -144,19 +145,33 @@ async def run_async(flow: Flow, send: Callable[..., Awaitable[Any]]) -> Any:
 
 
 async def _in_thread(step: Books) -> Any:
-    """Run *step* on a worker thread; if the task is cancelled meanwhile, undo it once done."""
-    task = asyncio.ensure_future(asyncio.to_thread(step.run))
+    """
+    Run *step* on a worker thread. If the task is cancelled meanwhile, what the step took is
+    given back once it is done — by the worker thread itself, so a hold cannot outlive the
+    call even when the event loop is gone by then.
+    """
+    lock = threading.Lock()
+    state = {"cancelled": False, "done": False}
+
+    def run() -> Any:
+        try:
+            return step.run()
+        finally:
+            with lock:
+                state["done"] = True
+                undo = state["cancelled"]
+            if undo and step.undo is not None:
+                step.undo()
+
+    task = asyncio.ensure_future(asyncio.to_thread(run))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        undo = step.undo
-        if undo is not None:
-
-            def undo_when_done(done: asyncio.Future[Any]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    done.get_loop().run_in_executor(None, undo)
-
-            task.add_done_callback(undo_when_done)
+        with lock:
+            state["cancelled"] = True
+            finished = state["done"]
+        if finished and step.undo is not None:  # done before we knew: undo off the loop
+            threading.Thread(target=step.undo, name="costmeter-undo", daemon=True).start()
         raise
 
 

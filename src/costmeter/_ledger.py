@@ -18,9 +18,13 @@ other writer in between.
   compares a version and copies strings (Lua numbers are doubles).
 
 Crash safety: a hold carries an expiry (its lease). A process killed mid-call never settles its
-hold; the next operation on that window, from any process, drops holds whose lease has passed.
-The lease must outlast the longest call (streams, background responses), or a slow call's hold
-is dropped while it runs and the budget could admit more than it should.
+hold; the next operation on that window, from any process, ends holds whose lease has passed.
+A hold whose request was never sent is released. A hold marked *sent* (`WindowState.mark_sent`,
+called once the request left the process) is **charged** at its full worst case: the provider
+billed that request, and the process that knew the real cost is gone. If that process was only
+slow and settles later after all, the settle corrects the charge to the actual cost (the expired
+hold leaves a ``late:`` record for a day, so the call is never counted twice).
+The lease must outlast the longest call (streams, background responses).
 
 Windows are calendar periods in a time zone (UTC unless configured): the window's start, as an
 ISO date-time with its UTC offset, is part of the ledger key (``day:2025-06-01T00:00+00:00``), so
@@ -30,21 +34,25 @@ a new period starts from zero and the old one stays readable; ``total`` never ex
 from __future__ import annotations
 
 import contextlib
+import heapq
+import math
 import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from costmeter._errors import ConfigurationError, LedgerError
+from costmeter._money import money_math
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -55,11 +63,13 @@ __all__ = [
     "RedisLedger",
     "SQLiteLedger",
     "WindowState",
+    "ledger_name",
     "memory_lock",
     "new_hold_id",
     "open_ledger",
     "parse_window",
     "redact",
+    "sqlite_path",
     "window_end",
     "window_key",
 ]
@@ -83,8 +93,12 @@ _WINDOW_KINDS = {
     "1mo": "month",
 }
 _WINDOW_KEY = re.compile(r"total|(hour|day|month):\d{4}-\d\d-\d\dT\d\d:\d\d[+-]\d\d:\d\d", re.ASCII)
+# How long an expired *sent* hold is remembered, so a late settle corrects its charge.
+_LATE_RECORD_S = 24 * 3600.0
 # One lock for every in-memory ledger, so a call can reserve across nested in-memory budgets
 # atomically without lock-ordering rules. Re-entrant: `Reservation` holds it around its loop.
+# Replaced in a forked child (see `_reinit_after_fork`): always look it up as
+# ``_ledger.memory_lock`` at the time of use, never bind it at import.
 memory_lock = threading.RLock()
 
 
@@ -154,6 +168,17 @@ class Hold:
 
     amount: Decimal
     expires: float | None  # Unix time; None: never (in-memory budgets die with their process)
+    sent: bool = False  # the request left the process: on expiry the amount is charged
+    model: str = "unknown"  # what an expired sent hold is charged to in ``by_model``
+
+
+@dataclass
+class Late:
+    """A sent hold that expired and was charged its worst case; a late settle corrects it."""
+
+    amount: Decimal
+    model: str
+    forget_at: float
 
 
 def new_hold_id() -> str:
@@ -176,25 +201,71 @@ class WindowState:
     limit: Decimal | None = None  # the limit last used with this window (for `budget show`)
     by_model: dict[str, Decimal] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
+    late: dict[str, Late] = field(default_factory=dict)
 
     @property
     def reserved(self) -> Decimal:
         """Worst cases held by calls in flight."""
+        if not self.holds:
+            return _ZERO
+        with money_math():
+            return self._reserved()
+
+    def _reserved(self) -> Decimal:  # inside money_math
         return sum((hold.amount for hold in self.holds.values()), _ZERO)
 
+    def remaining(self, limit: Decimal) -> Decimal:
+        """What a new call may still reserve: ``limit - spent - reserved``, never below 0."""
+        with money_math():
+            return max(_ZERO, limit - self.spent - self._reserved())
+
     def expire(self, now: float) -> list[str]:
-        """Drop holds whose lease ended (their process died mid-call); returns their ids."""
+        """
+        End holds whose lease passed (their process died mid-call); returns their ids.
+
+        An unsent hold is released: nothing was billed. A sent hold is charged its worst case
+        (the provider billed the request; the real cost died with the process) and remembered
+        for a day in `late`, so a settle that still arrives corrects the charge instead of
+        adding to it.
+        """
         gone = [
             hold_id
             for hold_id, hold in self.holds.items()
             if hold.expires is not None and hold.expires <= now
         ]
-        for hold_id in gone:
-            del self.holds[hold_id]
+        if gone:
+            with money_math():
+                for hold_id in gone:
+                    hold = self.holds.pop(hold_id)
+                    if hold.sent:
+                        self._add_spend(hold.amount, hold.model, 1)
+                        self.late[hold_id] = Late(hold.amount, hold.model, now + _LATE_RECORD_S)
+        if self.late:
+            for hold_id in [k for k, late in self.late.items() if late.forget_at <= now]:
+                del self.late[hold_id]
         return gone
 
+    def mark_sent(self, hold_id: str) -> None:
+        """The hold's request was sent: if its process dies, the hold is charged, not released."""
+        hold = self.holds.get(hold_id)
+        if hold is not None:
+            hold.sent = True
+
+    def _add_spend(self, amount: Decimal, model: str, calls: int) -> None:
+        self.spent += amount
+        self.calls += calls
+        self.by_model[model] = self.by_model.get(model, _ZERO) + amount
+
     def admit(
-        self, hold_id: str, amount: Decimal, limit: Decimal, expires: float | None, *, force: bool
+        self,
+        hold_id: str,
+        amount: Decimal,
+        limit: Decimal,
+        expires: float | None,
+        *,
+        force: bool,
+        model: str = "unknown",
+        sent: bool = False,
     ) -> bool:
         """
         Hold *amount* if ``spent + reserved + amount <= limit``; returns whether it fit.
@@ -203,9 +274,10 @@ class WindowState:
         that does not fit is counted as refused and nothing is held.
         """
         self.limit = limit
-        fits = self.spent + self.reserved + amount <= limit
+        with money_math():
+            fits = self.spent + self._reserved() + amount <= limit
         if fits or force:
-            self.holds[hold_id] = Hold(amount, expires)
+            self.holds[hold_id] = Hold(amount, expires, sent, model)
         else:
             self.refused += 1
         return fits
@@ -226,18 +298,23 @@ class WindowState:
         Release the call's hold (if it still exists) and charge *actual*.
 
         Returns the ``warn_at`` fractions this charge crossed: each is announced once per window,
-        whichever process crosses it.
+        whichever process crosses it. A hold that expired after its request was sent was already
+        charged its worst case (see `expire`): that charge is replaced by *actual*.
         """
-        if hold_id is not None:
-            self.holds.pop(hold_id, None)
         self.limit = limit
-        self.spent += actual
-        self.calls += 1
-        self.by_model[model] = self.by_model.get(model, _ZERO) + actual
-        crossed = []
-        while self.crossed < len(thresholds) and self.spent >= thresholds[self.crossed] * limit:
-            crossed.append(thresholds[self.crossed])
-            self.crossed += 1
+        with money_math():
+            late = None if hold_id is None else self.late.pop(hold_id, None)
+            if late is not None:
+                self._add_spend(-late.amount, late.model, -1)
+                if not self.by_model[late.model]:
+                    del self.by_model[late.model]
+            if hold_id is not None:
+                self.holds.pop(hold_id, None)
+            self._add_spend(actual, model, 1)
+            crossed = []
+            while self.crossed < len(thresholds) and self.spent >= thresholds[self.crossed] * limit:
+                crossed.append(thresholds[self.crossed])
+                self.crossed += 1
         return crossed
 
     def copy(self) -> WindowState:
@@ -249,7 +326,8 @@ class WindowState:
             self.crossed,
             self.limit,
             dict(self.by_model),
-            {k: Hold(h.amount, h.expires) for k, h in self.holds.items()},
+            {k: Hold(h.amount, h.expires, h.sent, h.model) for k, h in self.holds.items()},
+            {k: Late(v.amount, v.model, v.forget_at) for k, v in self.late.items()},
         )
 
     # -- storage form: flat str -> str fields (a Redis hash, SQLite rows) -------------------------
@@ -267,47 +345,124 @@ class WindowState:
             fields[f"model:{model}"] = str(amount)
         for hold_id, hold in self.holds.items():
             expires = "-" if hold.expires is None else repr(hold.expires)
-            fields[f"hold:{hold_id}"] = f"{hold.amount} {expires}"
+            # "amount expires sent|- model" (older versions wrote "amount expires").
+            sent = "sent" if hold.sent else "-"
+            fields[f"hold:{hold_id}"] = f"{hold.amount} {expires} {sent} {hold.model}"
+        for hold_id, late in self.late.items():
+            fields[f"late:{hold_id}"] = f"{late.amount} {late.forget_at!r} {late.model}"
         return fields
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> WindowState:
-        """Parse `to_fields` output; raises `LedgerError` on data costmeter did not write."""
+        """
+        Parse `to_fields` output.
+
+        Raises:
+            LedgerError: data costmeter did not write (garbage, NaN, infinities, negative
+                amounts), naming the field; never a raw `decimal.InvalidOperation`.
+        """
         state = cls()
+        name = ""
         try:
             for name, value in fields.items():
                 if name.startswith("model:"):
-                    state.by_model[name[6:]] = Decimal(value)
+                    state.by_model[name[6:]] = _stored_amount(value)
                 elif name.startswith("hold:"):
-                    amount, expires = value.split(" ", 1)
+                    amount, expires, *rest = value.split(" ", 3)
                     state.holds[name[5:]] = Hold(
-                        Decimal(amount), None if expires == "-" else float(expires)
+                        _stored_amount(amount),
+                        None if expires == "-" else _stored_time(expires),
+                        rest[:1] == ["sent"],
+                        rest[1] if len(rest) == 2 else "unknown",
+                    )
+                elif name.startswith("late:"):
+                    amount, forget_at, model = value.split(" ", 2)
+                    state.late[name[5:]] = Late(
+                        _stored_amount(amount), model, _stored_time(forget_at)
                     )
                 elif name == "spent":
-                    state.spent = Decimal(value)
+                    state.spent = _stored_amount(value)
                 elif name == "limit":
-                    state.limit = Decimal(value)
+                    state.limit = _stored_amount(value)
                 elif name in ("calls", "refused", "crossed"):
                     setattr(state, name, int(value))
-        except (ValueError, InvalidOperation) as exc:
-            raise LedgerError(f"unreadable budget state in the ledger: {exc}") from None
+        except (ValueError, ArithmeticError) as exc:
+            raise LedgerError(
+                f"unreadable budget state in the ledger (field {name!r}): {exc or 'bad value'}"
+            ) from None
         return state
+
+
+def _stored_amount(text: str) -> Decimal:
+    """A stored amount: exact, finite and not negative, whatever the caller's decimal context."""
+    with money_math():  # traps InvalidOperation: garbage raises instead of becoming NaN
+        amount = Decimal(text)
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"not an amount: {text!r}")
+    return amount
+
+
+def _stored_time(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a time: {text!r}")
+    return value
 
 
 # -- backends ------------------------------------------------------------------------------------
 
 
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|auth|key", re.I)
+
+
 def redact(url: str) -> str:
-    """*url* without its password, for messages and events."""
+    """
+    *url* without its secrets, for messages, events and reprs: the password of
+    ``scheme://:pw@host`` and ``scheme://user:pw@host``, and the value of every query parameter
+    named like a secret (``?password=``, ``?token=``...). A URL that does not parse is shown as
+    its scheme only (it might hold a password in a form we cannot find).
+    """
     try:
         parts = urlsplit(url)
+        netloc = parts.netloc
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if "@" not in netloc and not any(_SECRET_PARAMS.search(k) for k, _ in pairs):
+            return url
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+            # ``redis://pw@host``: a lone userinfo may be read as the password.
+            netloc = f"{user}:***@{host}"
+        query = urlencode(
+            [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in pairs], safe="*/:"
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
     except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+        scheme = url.split(":", 1)[0] if ":" in url else "ledger"
+        return f"{scheme}://***"
+
+
+def _scrub(text: str, url: str) -> str:
+    """*text* (an error message) with any secret of *url* masked."""
+    try:
+        parts = urlsplit(url)
+        secrets_ = [parts.password or "", parts.username or ""] if "@" in parts.netloc else []
+        secrets_ += [v for k, v in parse_qsl(parts.query) if _SECRET_PARAMS.search(k)]
+    except ValueError:
+        return text.replace(url, redact(url))
+    text = text.replace(url, redact(url))
+    for secret in secrets_:
+        if len(secret) >= 3:
+            text = text.replace(secret, "***").replace(unquote(secret), "***")
+    return text
+
+
+def ledger_name(name: str, key: str | None = None) -> str:
+    """
+    The name a budget's state is stored under: its name, or for a per-key budget (``per=``)
+    ``name[key]``, one state per key (``costmeter budget show NAME --key KEY`` reads it).
+    """
+    return name if key is None else f"{name}[{key}]"
 
 
 class Ledger(ABC):
@@ -316,6 +471,9 @@ class Ledger(ABC):
     url: str = "memory://"
     persistent: bool = False
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {redact(self.url)}>"
+
     @abstractmethod
     def transact(
         self,
@@ -323,12 +481,14 @@ class Ledger(ABC):
         window: str,
         change: Callable[[WindowState], T],
         keep_for: float | None = None,
+        now: float | None = None,
     ) -> T:
         """
         Apply *change* to the state atomically and return its result.
 
         *keep_for*: seconds until the window ends (``None``: never); a backend that expires
         data keeps the window at least that long (Redis: plus 35 days, for ``budget show``).
+        *now*: the budget's clock (the memory ledger drops windows that ended before it).
 
         Raises:
             LedgerError: the ledger could not be reached, or stayed locked beyond its timeout.
@@ -348,10 +508,22 @@ class Ledger(ABC):
 
 
 class MemoryLedger(Ledger):
-    """One process's budget, in a dict (today's behaviour: gone when the process exits)."""
+    """
+    One process's budget, in a dict: gone when the process exits.
+
+    A window that has ended is dropped at the next operation after its end (a heap of end
+    times, so each costs O(log n)): a per-key budget with a window holds only the current
+    window's keys, however many keys came and went. Without a window (``total``) every key
+    is kept: forgetting one would forget its spend.
+    """
 
     def __init__(self) -> None:
         self._states: dict[tuple[str, str], WindowState] = {}
+        self._ends: list[tuple[float, tuple[str, str]]] = []
+
+    def __len__(self) -> int:
+        """How many (budget, window) states are kept."""
+        return len(self._states)
 
     def transact(
         self,
@@ -359,11 +531,17 @@ class MemoryLedger(Ledger):
         window: str,
         change: Callable[[WindowState], T],
         keep_for: float | None = None,
+        now: float | None = None,
     ) -> T:
         with memory_lock:
+            if now is not None:
+                while self._ends and self._ends[0][0] <= now:
+                    self._states.pop(heapq.heappop(self._ends)[1], None)
             state = self._states.get((budget, window))
             if state is None:
                 state = self._states[(budget, window)] = WindowState()
+                if keep_for is not None and now is not None:
+                    heapq.heappush(self._ends, (now + keep_for, (budget, window)))
             return change(state)
 
     def read(self, budget: str, window: str) -> WindowState:
@@ -413,21 +591,27 @@ class SQLiteLedger(Ledger):
 
     persistent = True
 
-    def __init__(self, url: str, path: str, timeout: float) -> None:
+    def __init__(self, url: str, path: str, timeout: float, *, read_only: bool = False) -> None:
         self.url = url
         self.path = path
         self.timeout = timeout
+        self.read_only = read_only
         self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        if self.read_only:  # inspecting (``budget show``) must not create the file
+            uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+            conn = sqlite3.connect(uri, timeout=self.timeout, isolation_level=None, uri=True)
+        else:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SQLITE_SCHEMA)
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SQLITE_SCHEMA)
         except sqlite3.Error:
             conn.close()
             raise
@@ -437,6 +621,8 @@ class SQLiteLedger(Ledger):
 
     def _fail(self, exc: BaseException, what: str) -> LedgerError:
         detail = str(exc) or type(exc).__name__
+        if self.read_only and "no such table" in detail:
+            detail = "no costmeter ledger in this file"
         if "locked" in detail or "busy" in detail:
             detail += f" (waited {self.timeout:g} s)"
         return LedgerError(f"budget ledger {self.url} unavailable ({what}): {detail}")
@@ -455,6 +641,7 @@ class SQLiteLedger(Ledger):
         window: str,
         change: Callable[[WindowState], T],
         keep_for: float | None = None,
+        now: float | None = None,
     ) -> T:
         try:
             conn = self._connection()
@@ -565,10 +752,7 @@ class RedisLedger(Ledger):
         try:
             import redis  # noqa: PLC0415  (only needed by Redis-backed budgets)
         except ModuleNotFoundError as exc:
-            raise ConfigurationError(
-                f"the ledger {redact(url)!r} needs the redis package: "
-                "pip install 'costmeter[redis]'"
-            ) from exc
+            raise ConfigurationError(_NEEDS_REDIS.format(redact(url))) from exc
         from redis.backoff import ExponentialBackoff  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
 
@@ -591,7 +775,7 @@ class RedisLedger(Ledger):
         return f"costmeter:budget:{budget}:{window}"
 
     def _fail(self, exc: BaseException, what: str) -> LedgerError:
-        detail = str(exc) or type(exc).__name__
+        detail = _scrub(str(exc) or type(exc).__name__, self.url)
         return LedgerError(f"budget ledger {redact(self.url)} unavailable ({what}): {detail}")
 
     def transact(
@@ -600,6 +784,7 @@ class RedisLedger(Ledger):
         window: str,
         change: Callable[[WindowState], T],
         keep_for: float | None = None,
+        now: float | None = None,
     ) -> T:
         key = self._key(budget, window)
         # Relative to the caller's clock (not Redis's): the window ends *keep_for* s from now.
@@ -667,11 +852,29 @@ class RedisLedger(Ledger):
 
 # -- opening ledgers by URL ----------------------------------------------------------------------
 
+_NEEDS_REDIS = (
+    "the ledger {!r} needs the redis package, which is not installed: "
+    "install costmeter[redis] (pip install 'costmeter[redis]')"
+)
 _open_lock = threading.Lock()
 _open: dict[tuple[str, float, int], Ledger] = {}
 
 
-def _sqlite_path(url: str) -> str:
+def _reinit_after_fork() -> None:
+    """
+    In a forked child, replace the module's locks: another thread of the parent may have held
+    one at the instant of the fork, and that thread does not exist in the child to release it.
+    """
+    global memory_lock, _open_lock  # noqa: PLW0603
+    memory_lock = threading.RLock()
+    _open_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` ledger URL."""
     if not url.startswith("sqlite:///"):
         raise ConfigurationError(
             f"a SQLite ledger URL is sqlite:///relative/path.db or sqlite:////absolute/path.db, "
@@ -709,7 +912,7 @@ def open_ledger(url: str | Ledger | None, timeout: float = DEFAULT_LEDGER_TIMEOU
         raise ConfigurationError(
             f"unknown ledger {redact(url)!r}: use sqlite:///path.db or redis://host:6379/0"
         )
-    path = _sqlite_path(url) if scheme == "sqlite" else None
+    path = sqlite_path(url) if scheme == "sqlite" else None
     key = (url, float(timeout), os.getpid())
     with _open_lock:
         ledger = _open.get(key)
@@ -720,10 +923,11 @@ def open_ledger(url: str | Ledger | None, timeout: float = DEFAULT_LEDGER_TIMEOU
                 try:
                     ledger = RedisLedger(url, float(timeout))
                 except ImportError:
-                    raise ConfigurationError(
-                        "a Redis ledger needs the redis package: pip install 'redis>=5'"
-                    ) from None
+                    raise ConfigurationError(_NEEDS_REDIS.format(redact(url))) from None
+                except ConfigurationError:
+                    raise
                 except ValueError as exc:
-                    raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from None
+                    detail = _scrub(str(exc), url)
+                    raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {detail}") from None
             _open[key] = ledger
         return ledger

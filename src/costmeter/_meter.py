@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter import _logging as _log
-from costmeter._budget import Budget, Reservation, active_budgets
+from costmeter._budget import Budget, Reservation, Settled, active_budgets
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import (
     BudgetExceededError,
@@ -319,7 +319,9 @@ class Call:
 
     def _reserve(self, amount: Decimal) -> None:
         try:
-            reservation = Reservation.take(self.budgets, amount, self.model)
+            # Held as sent: should this process die with the request in flight, its lease
+            # ends in a charge (OpenAI billed it), not a release.
+            reservation = Reservation.take(self.budgets, amount, self.model, sent=True)
         except BudgetExceededError as refusal:
             _log.emit(_log.BUDGET_EXCEEDED, _exceeded_fields(refusal, refused=True))
             raise
@@ -343,7 +345,7 @@ class Call:
         """Give back every reservation (the request was refused, or never sent)."""
         reservations, self.reservations = self.reservations, []
         for reservation in reservations:
-            reservation.settle(ZERO)
+            reservation.release()
 
     # -- each attempt the SDK makes ------------------------------------------------------------
     def attempt(self) -> None:
@@ -354,10 +356,6 @@ class Call:
         self.attempts += 1
         if self.lost and self.budgets and self.worst_case is not None:
             self._reserve(self.worst_case)
-        for reservation in self.reservations:
-            mark_sent = getattr(reservation, "mark_sent", None)
-            if mark_sent is not None:
-                mark_sent()  # a dead process's hold for a sent request is charged, not released
 
     def attempt_failed(self, exc: BaseException) -> None:
         """An attempt raised before a response: billed when the request had reached the API."""
@@ -505,7 +503,7 @@ class Call:
         with money_math():
             extra = None if worst is None else worst * len(lost_before)
             whole = None if total is None or extra is None else total + extra
-        charged, crossed = self._charge(whole)
+        charged, settled = self._charge(whole)
         records = [
             self._record(
                 "error",
@@ -516,43 +514,47 @@ class Call:
                 "ok" if worst is not None else "unknown_model",
                 worst,
                 worst,
+                settled,
             )
             for name in lost_before
         ]
         with money_math():
             own = None if charged is None or extra is None else charged - extra
-        records.append(self._record(outcome, error, usage, source, cost, price_status, total, own))
+        records.append(
+            self._record(outcome, error, usage, source, cost, price_status, total, own, settled)
+        )
         for record in records:
             _log.emit(_log.CALL, record.as_event(_log.usd))
-        for b, fraction in crossed:
-            _log.emit(
-                _log.BUDGET_THRESHOLD,
-                {
-                    "budget": b.name,
-                    "fraction": float(fraction),
-                    "limit_usd": _log.usd(b.limit_usd),
-                    "spent_usd": _log.usd(b.spent_usd),
-                },
-            )
+        for entry in settled:
+            for fraction in entry.crossed_thresholds:
+                _log.emit(
+                    _log.BUDGET_THRESHOLD,
+                    {
+                        "budget": entry.budget.name,
+                        "budget_key": entry.budget_key,
+                        "fraction": float(fraction),
+                        "limit_usd": _log.usd(entry.budget.limit_usd),
+                        "spent_usd": _log.usd(entry.spent_usd),
+                    },
+                )
 
-    def _charge(self, total: Decimal | None) -> tuple[Decimal | None, list[tuple[Budget, Decimal]]]:
+    def _charge(self, total: Decimal | None) -> tuple[Decimal | None, list[Settled]]:
         """
         Settle the budgets: the exact cost, or — when it cannot be computed — at least what was
-        reserved for the call (a billed call is never charged $0). Returns what was charged and
-        the budget thresholds crossed.
+        reserved for the call (a billed call is never charged $0). Returns what was charged and,
+        per budget, its numbers after the charge (no second ledger read for the event).
         """
         if not self.reservations:
             return total, []
         if total is None:
             with money_math():
                 total = sum((r.amount for r in self.reservations), ZERO)
-        crossed: list[tuple[Budget, Decimal]] = []
         first, *rest = self.reservations
         self.reservations = []
-        crossed.extend(first.settle(total))
+        settled = first.settle_report(total)
         for reservation in rest:
-            crossed.extend(reservation.settle(ZERO))
-        return total, crossed
+            reservation.settle_report(ZERO)
+        return total, settled
 
     def _pricing_model(self) -> str | None:
         """
@@ -633,6 +635,7 @@ class Call:
         price_status: str,
         total: Decimal | None,
         charged: Decimal | None,
+        settled: list[Settled],
     ) -> CallRecord:
         seen = self.seen
         served = normalize_tier(seen.served_tier) if seen.served_tier else None
@@ -648,6 +651,11 @@ class Call:
         )
         content = self.config.log_content
         inner = self.budgets[-1] if self.budgets else None
+        after = next((e for e in reversed(settled) if e.budget is inner), None)
+        if inner is not None and after is None:  # nothing settled (not reserved): read it
+            spent, remaining, key = inner.spent_usd, inner.remaining_usd, None
+        elif after is not None:
+            spent, remaining, key = after.spent_usd, after.remaining_usd, after.budget_key
         estimate = self.estimate
         return CallRecord(
             api=self.api,
@@ -698,8 +706,9 @@ class Call:
             image_gen_output_tokens=usage.image_gen_output_tokens if tools else None,
             region=self.config.region,
             budget=inner.name if inner else None,
-            budget_spent_usd=inner.spent_usd if inner else None,
-            budget_remaining_usd=inner.remaining_usd if inner else None,
+            budget_spent_usd=spent if inner else None,
+            budget_remaining_usd=remaining if inner else None,
+            budget_key=key if inner else None,
             charged_usd=charged if inner else None,
             request_content=(
                 {
@@ -826,6 +835,7 @@ def _vaguer(name: str, than: str) -> bool:
 def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, Any]:
     return {
         "budget": error.budget_name,
+        "budget_key": getattr(error, "budget_key", None),
         "limit_usd": _log.usd(error.limit_usd),
         "spent_usd": _log.usd(error.spent_usd),
         "reserved_usd": _log.usd(error.reserved_usd),

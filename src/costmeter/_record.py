@@ -165,6 +165,11 @@ class CallRecord:
     budget_remaining_usd: Decimal | None = _f(
         "what a new call may still reserve in it", "number", when="inside a budget"
     )
+    budget_key: str | None = _f(
+        'the key a per-key budget (`per="tag:user"`) charged, e.g. the user',
+        "str \\| null",
+        when="inside a budget",
+    )
     charged_usd: Decimal | None = _f(
         "what the budgets were charged: `cost_usd`, or the reserved worst case when the cost "
         "could not be computed (never $0 for a billed call)",

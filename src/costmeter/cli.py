@@ -406,14 +406,51 @@ class _LedgerDown(Exception):
     """A budget ledger could not be reached (exit 5)."""
 
 
+class _NoLedgerFile(Exception):
+    """``budget show``/``reset`` named a SQLite ledger file that does not exist (exit 1)."""
+
+
 def _open_budget_ledger(args: argparse.Namespace) -> Any:
+    """
+    The ledger to inspect. A SQLite file is opened read-only by ``show`` and must already exist
+    (inspecting a budget must never create an empty ledger, e.g. at a mistyped path).
+    """
     from costmeter._errors import ConfigurationError  # noqa: PLC0415
-    from costmeter._ledger import open_ledger  # noqa: PLC0415
+    from costmeter._ledger import SQLiteLedger, open_ledger, sqlite_path  # noqa: PLC0415
 
     try:
+        if not args.ledger.lower().startswith("sqlite:"):
+            return open_ledger(args.ledger, args.timeout)
+        path = sqlite_path(args.ledger)
+        if not os.path.exists(path):
+            raise _NoLedgerFile(f"no ledger file at {path} (nothing recorded yet?)")
+        if args.action == "show":
+            return SQLiteLedger(args.ledger, path, args.timeout, read_only=True)
         return open_ledger(args.ledger, args.timeout)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _missing_file_is_nothing_recorded(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A ``budget`` action on a SQLite file that does not exist: say so, exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _NoLedgerFile as exc:
+            _say(str(exc))
+            return EXIT_NO_EVENTS
+
+    return run
+
+
+def _budget_name(args: argparse.Namespace) -> str:
+    """The stored name: the budget's, or ``NAME[KEY]`` for one key of a per-key budget."""
+    from costmeter._ledger import ledger_name  # noqa: PLC0415
+
+    return ledger_name(args.name, args.key)
 
 
 def _budget_windows(args: argparse.Namespace, ledger: Any) -> list[str]:
@@ -424,7 +461,7 @@ def _budget_windows(args: argparse.Namespace, ledger: Any) -> list[str]:
 
     if args.window is None:
         try:
-            return list(ledger.windows(args.name))
+            return list(ledger.windows(_budget_name(args)))
         except LedgerError as exc:
             raise _LedgerDown(str(exc)) from None
     try:
@@ -439,19 +476,16 @@ def _cmd_budget_show(args: argparse.Namespace) -> int:
     from costmeter._ledger import WindowState, redact  # noqa: PLC0415
 
     ledger = _open_budget_ledger(args)
+    name = _budget_name(args)
     found = []
     now = time.time()
     try:
         for window in _budget_windows(args, ledger):
-            state = ledger.read(args.name, window)
+            state = ledger.read(name, window)
             if state == WindowState():
                 continue  # nothing recorded in this window
             state.expire(now)  # holds of dead processes no longer count
-            remaining = (
-                None
-                if state.limit is None
-                else max(_ZERO, state.limit - state.spent - state.reserved)
-            )
+            remaining = None if state.limit is None else state.remaining(state.limit)
             found.append(
                 {
                     "window": window,
@@ -467,15 +501,17 @@ def _cmd_budget_show(args: argparse.Namespace) -> int:
             )
     except LedgerError as exc:
         raise _LedgerDown(str(exc)) from None
+    shown = args.name if args.key is None else f"{args.name} key {args.key!r}"
     if not found:
-        _say(f"nothing recorded for budget {args.name!r} in {redact(args.ledger)}")
+        _say(f"nothing recorded for budget {shown} in {redact(args.ledger)}")
         return EXIT_NO_EVENTS
     if args.format == "json":
-        json.dump({"budget": args.name, "windows": found}, sys.stdout, indent=2)
+        doc = {"budget": args.name, "key": args.key, "windows": found}
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
     out = sys.stdout
-    out.write(f"budget {args.name} in {redact(args.ledger)}\n")
+    out.write(f"budget {shown} in {redact(args.ledger)}\n")
     for item in found:
         limit = "?" if item["limit_usd"] is None else f"${item['limit_usd']}"
         remaining = "?" if item["remaining_usd"] is None else f"${item['remaining_usd']}"
@@ -502,15 +538,17 @@ def _cmd_budget_reset(args: argparse.Namespace) -> int:
     from costmeter._ledger import redact  # noqa: PLC0415
 
     ledger = _open_budget_ledger(args)
+    name = _budget_name(args)
     try:
         if args.window is None:
-            count = ledger.reset(args.name)
+            count = ledger.reset(name)
         else:
-            count = sum(ledger.reset(args.name, w) for w in _budget_windows(args, ledger))
+            count = sum(ledger.reset(name, w) for w in _budget_windows(args, ledger))
     except LedgerError as exc:
         raise _LedgerDown(str(exc)) from None
     sys.stdout.write(
-        f"budget {args.name}: {_count(count, 'window')} removed from {redact(args.ledger)}\n"
+        f"budget {_budget_name(args)}: {_count(count, 'window')} removed from "
+        f"{redact(args.ledger)}\n"
     )
     return EXIT_OK
 
@@ -525,8 +563,9 @@ def _add_budget(subparsers: Subparsers) -> None:
         "  costmeter budget show daily --ledger sqlite:///budgets.db\n"
         "  costmeter budget show daily --ledger redis://127.0.0.1:6379/0 --window day "
         "--format json\n"
+        "  costmeter budget show per-user --key alice --ledger sqlite:///budgets.db\n"
         "  costmeter budget reset daily --ledger sqlite:///budgets.db\n\n"
-        "exit codes: 0 ok, 1 nothing recorded (show), 2 usage error, "
+        "exit codes: 0 ok, 1 nothing recorded (show; or no such ledger file), 2 usage error, "
         "5 ledger unavailable.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -537,6 +576,12 @@ def _add_budget(subparsers: Subparsers) -> None:
     ):
         sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
         sub.add_argument("name", metavar="NAME", help="the budget's name")
+        sub.add_argument(
+            "--key",
+            default=None,
+            metavar="KEY",
+            help="one key of a per-key budget (per='tag:user': the user)",
+        )
         sub.add_argument(
             "--ledger",
             required=True,
@@ -559,7 +604,7 @@ def _add_budget(subparsers: Subparsers) -> None:
         )
         if action == "show":
             sub.add_argument("--format", choices=("table", "json"), default="table")
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=_missing_file_is_nothing_recorded(handler))
     parser.set_defaults(handler=lambda _args: _usage_of(parser))
 
 
