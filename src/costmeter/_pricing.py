@@ -238,6 +238,7 @@ def register_prices(prices: Mapping[str, Mapping[str, object]]) -> None:
     with _lock:
         _overrides.update(validated)
     _cached_price.cache_clear()
+    _recent.clear()
 
 
 def clear_price_overrides() -> None:
@@ -246,6 +247,7 @@ def clear_price_overrides() -> None:
         _overrides.clear()
     _file_overrides.cache_clear()
     _cached_price.cache_clear()
+    _recent.clear()
 
 
 @functools.lru_cache(maxsize=4)
@@ -434,6 +436,14 @@ def _plain(amount: Decimal) -> Decimal:
 _SOURCES = ("overrides", PRICES_FILE_ENV, "genai-prices", "tokencost")
 
 
+# `price_of`'s fast path, keyed by its arguments as given and the override file in force: two
+# lookups per metered call (requested tier before sending, served tier after) cost one dict hit
+# each. `_cached_price` below keys on the normalised tier; both are emptied whenever overrides
+# change. Bounded by clearing: the key set is tiny in practice (models x tiers).
+_RECENT_MAX = 1024
+_recent: dict[tuple[str, object, str | None], ModelPrice] = {}
+
+
 @functools.lru_cache(maxsize=1024)
 def _cached_price(model: str, tier: str, prices_file: str | None) -> ModelPrice:
     name = parse_model(model)
@@ -496,9 +506,18 @@ def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
         UnknownModelError: no source prices the model at that tier (never a silent fallback).
         ConfigurationError: *model* is not a non-empty string.
     """
-    parse_model(model)  # validate before caching
-    tier = normalize_tier(service_tier)
-    return _cached_price(model, tier, os.environ.get(PRICES_FILE_ENV) or None)
+    prices_file = os.environ.get(PRICES_FILE_ENV) or None  # the one environment read
+    key = (model, service_tier, prices_file)
+    try:
+        return _recent[key]
+    except (KeyError, TypeError):  # not seen yet, or an unhashable argument: validate it
+        pass
+    parse_model(model)
+    price = _cached_price(model, normalize_tier(service_tier), prices_file)
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    _recent[key] = price
+    return price
 
 
 def _part(tokens: int, per_mtok: Decimal) -> Decimal:
