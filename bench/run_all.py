@@ -3,8 +3,10 @@ Run every performance benchmark in turn (each in its own interpreter) and summar
 
     .venv/bin/python bench/run_all.py [--quick] [--strict]
 
-``--quick`` and ``--strict`` are passed to each benchmark. Exit status: 1 when a benchmark
-crashed, or (with ``--strict``) missed a target; otherwise 0.
+``--quick`` and ``--strict`` are passed to each benchmark. At the end every line that carries a
+target (ratio, target, PASS/FAIL) is repeated in one table, then the peers table. Exit status: 1
+when a benchmark crashed, or (with ``--strict``) missed a target; otherwise 0. ``peers.py`` is
+skipped with a message when langfuse/logfire are not installed (bench/requirements-peers.txt).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("import_time.py", "overhead.py", "estimator_throughput.py", "memory.py")
+BENCHES = (
+    "import_time.py",
+    "first_call.py",
+    "overhead.py",
+    "estimator_throughput.py",
+    "memory.py",
+    "peers.py",
+)
 
 
 def main() -> int:
@@ -26,6 +35,8 @@ def main() -> int:
     args = parser.parse_args()
     flags = [flag for flag, on in (("--quick", args.quick), ("--strict", args.strict)) if on]
     verdicts: list[str] = []
+    targets: list[str] = []
+    peers: list[str] = []
     status = 0
     for bench in BENCHES:
         command = [sys.executable, str(HERE / bench), *flags]
@@ -38,6 +49,9 @@ def main() -> int:
             status = 1
         elapsed = time.perf_counter() - started
         lines = [line.strip() for line in done.stdout.splitlines()]
+        targets += [f"{bench:<24} {line}" for line in lines if "target <=" in line]
+        if bench == "peers.py":
+            peers = done.stdout.splitlines()[1:]
         passed = sum("PASS" in line for line in lines)
         failed = sum("FAIL" in line for line in lines)
         verdicts.append(
@@ -46,6 +60,11 @@ def main() -> int:
         print(flush=True)
     print("summary:")
     print("\n".join(verdicts))
+    print("\ntargets:")
+    print("\n".join(targets))
+    if peers:
+        print("\npeers (variant / bare, medians):")
+        print("\n".join(peers))
     return status
 
 
