@@ -32,13 +32,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument(
+        "--skip", action="append", default=[], metavar="BENCH", help="e.g. --skip memory.py"
+    )
     args = parser.parse_args()
     flags = [flag for flag, on in (("--quick", args.quick), ("--strict", args.strict)) if on]
     verdicts: list[str] = []
     targets: list[str] = []
     peers: list[str] = []
     status = 0
-    for bench in BENCHES:
+    for bench in (b for b in BENCHES if b not in args.skip):
         command = [sys.executable, str(HERE / bench), *flags]
         print(f"$ {' '.join([Path(sys.executable).name, 'bench/' + bench, *flags])}", flush=True)
         started = time.perf_counter()
