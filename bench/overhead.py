@@ -166,11 +166,14 @@ def _serve(conn: Any) -> None:
 
 
 @contextlib.contextmanager
-def server_process() -> Iterator[str]:
-    """A `FakeOpenAI` in a process of its own; yields its base URL."""
+def server_process(serve: Callable[[Any], None] = _serve) -> Iterator[str]:
+    """
+    A server in a process of its own (`FakeOpenAI` unless *serve* says otherwise); yields its
+    base URL. *serve* gets a pipe end: it sends its URL, then serves until the pipe closes.
+    """
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_serve, args=(child,), daemon=True)
+    process = ctx.Process(target=serve, args=(child,), daemon=True)
     process.start()
     try:
         yield parent.recv()

@@ -26,14 +26,13 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import multiprocessing
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,7 @@ class _Accept(BaseHTTPRequestHandler):
 
 
 def _serve_sink(conn: Any) -> None:
+    """Child process: the accept-anything collector, until the parent closes the pipe."""
     with ThreadingHTTPServer(("127.0.0.1", 0), _Accept) as server:
         conn.send(f"http://127.0.0.1:{server.server_address[1]}")
         import threading
@@ -78,21 +78,6 @@ def _serve_sink(conn: Any) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         with contextlib.suppress(EOFError):
             conn.recv()
-
-
-@contextlib.contextmanager
-def sink_process() -> Iterator[str]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_serve_sink, args=(child,), daemon=True)
-    process.start()
-    try:
-        yield parent.recv()
-    finally:
-        parent.close()
-        process.join(5)
-        if process.is_alive():
-            process.kill()
 
 
 # -- worker side ---------------------------------------------------------------------------------
@@ -248,7 +233,7 @@ def main() -> int:
         print("no peer installed: nothing to compare")
         return 0
     times: dict[tuple[str, str], list[float]] = {}
-    with server_process() as base_url, sink_process() as sink_url:
+    with server_process() as base_url, server_process(_serve_sink) as sink_url:
         workers = [Worker(variant, base_url, sink_url) for variant in variants]
         try:
             for workload in WORKLOADS:
