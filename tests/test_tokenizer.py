@@ -139,3 +139,129 @@ class TestBadInput:
     def test_empty(self) -> None:
         """Empty text has zero tokens."""
         assert 0 == count_tokens("", model="gpt-5")
+
+
+class TestFastLoad:
+    @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+    def test_ranks_equal_a_line_by_line_parse(self, name: str) -> None:
+        """The fast loader (ranks taken from line order) equals tiktoken's own line parse."""
+        import base64
+
+        from costmeter._tokenizer import _ranks
+
+        raw = gzip.decompress(
+            resources.files("costmeter").joinpath(f"_data/{name}.tiktoken.gz").read_bytes()
+        )
+        expected = {
+            base64.b64decode(token): int(rank)
+            for token, rank in (line.split() for line in raw.splitlines() if line)
+        }
+
+        assert expected == _ranks(raw)
+
+    def test_out_of_order_ranks_are_refused(self) -> None:
+        """A file whose ranks are not 0, 1, 2, ... in order is never zipped with the wrong ranks."""
+        from costmeter._tokenizer import _ranks
+
+        with pytest.raises(RuntimeError, match="in order"):
+            _ranks(b"YQ== 0\nYg== 2\nYw== 1\n")
+
+
+_PRELOAD_CHILD = """
+import os, sys, threading, time, costmeter
+from costmeter import _tokenizer
+calls = []
+real = _tokenizer._load
+_tokenizer._load = lambda name: calls.append(name) or real(name)
+{body}
+"""
+
+
+def _child(body: str) -> str:
+    code = _PRELOAD_CHILD.format(body=body)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+class TestPreload:
+    def test_loads_in_the_background_once(self) -> None:
+        """preload() returns at once; repeated calls and a racing count load the vocabulary once."""
+        out = _child(
+            """
+for _ in range(5):
+    _tokenizer.preload()
+assert threading.active_count() == 2, threading.enumerate()
+assert costmeter.count_tokens("hello world", model="gpt-5") == 2
+for t in threading.enumerate():
+    if t.name.startswith("costmeter-preload"):
+        t.join(60)
+_tokenizer.preload()
+print(calls, threading.active_count(), sorted(_tokenizer._encodings))
+"""
+        )
+
+        assert "['o200k_base'] 1 ['o200k_base']" == out
+
+    def test_does_nothing_once_loaded_or_for_unknown_names(self) -> None:
+        """No thread once the vocabulary is loaded; an unknown name is ignored, not raised."""
+        out = _child(
+            """
+costmeter.count_tokens("x", model="gpt-5")
+_tokenizer.preload()
+_tokenizer.preload("no-such-encoding")
+_tokenizer.preload(None)
+print(calls, threading.active_count())
+"""
+        )
+
+        assert "['o200k_base'] 1" == out
+
+    def test_a_failing_load_surfaces_on_the_next_count(self) -> None:
+        """A background failure is swallowed; the count that needs the vocabulary raises it."""
+        out = _child(
+            """
+def broken(name):
+    calls.append(name)
+    raise RuntimeError("corrupted")
+_tokenizer._load = broken
+_tokenizer.preload()
+for t in threading.enumerate():
+    if t.name.startswith("costmeter-preload"):
+        t.join(60)
+try:
+    costmeter.count_tokens("x", model="gpt-5")
+except RuntimeError as exc:
+    print(calls, exc)
+"""
+        )
+
+        assert "['o200k_base', 'o200k_base'] corrupted" == out
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    def test_fork_while_loading(self) -> None:
+        """A child forked mid-load does not deadlock: it loads on its own and counts correctly."""
+        out = _child(
+            """
+started = threading.Event()
+def slow(name):
+    started.set()
+    time.sleep(0.5)
+    return real(name)
+_tokenizer._load = slow
+_tokenizer.preload()
+started.wait(30)
+pid = os.fork()
+if pid == 0:
+    _tokenizer._load = real
+    _tokenizer.preload()
+    n = costmeter.count_tokens("hello world", model="gpt-5")
+    os._exit(0 if n == 2 else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), costmeter.count_tokens("hello world", model="gpt-5"))
+"""
+        )
+
+        assert "0 2" == out

@@ -239,6 +239,7 @@ def register_prices(prices: Mapping[str, Mapping[str, object]]) -> None:
     with _lock:
         _overrides.update(validated)
     _cached_price.cache_clear()
+    _recent.clear()
 
 
 def clear_price_overrides() -> None:
@@ -247,6 +248,7 @@ def clear_price_overrides() -> None:
         _overrides.clear()
     _file_overrides.cache_clear()
     _cached_price.cache_clear()
+    _recent.clear()
 
 
 class PricesFileError(ConfigurationError):
@@ -461,6 +463,14 @@ def _plain(amount: Decimal) -> Decimal:
 _SOURCES = ("overrides", PRICES_FILE_ENV, "genai-prices", "tokencost")
 
 
+# `price_of`'s fast path, keyed by its arguments as given and the override file in force: two
+# lookups per metered call (requested tier before sending, served tier after) cost one dict hit
+# each. `_cached_price` below keys on the normalised tier; both are emptied whenever overrides
+# change. Bounded by clearing: the key set is tiny in practice (models x tiers).
+_RECENT_MAX = 1024
+_recent: dict[tuple[str, object, str | None], ModelPrice] = {}
+
+
 @functools.lru_cache(maxsize=1024)
 def _cached_price(model: str, tier: str, prices_file: str | None) -> ModelPrice:
     name = parse_model(model)
@@ -524,9 +534,18 @@ def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
         PricesFileError: ``COSTMETER_PRICES_FILE`` names a missing or malformed file.
         ConfigurationError: *model* is not a non-empty string.
     """
-    parse_model(model)  # validate before caching
-    tier = normalize_tier(service_tier)
-    return _cached_price(model, tier, os.environ.get(PRICES_FILE_ENV) or None)
+    prices_file = os.environ.get(PRICES_FILE_ENV) or None  # the one environment read
+    key = (model, service_tier, prices_file)
+    try:
+        return _recent[key]
+    except (KeyError, TypeError):  # not seen yet, or an unhashable argument: validate it
+        pass
+    parse_model(model)
+    price = _cached_price(model, normalize_tier(service_tier), prices_file)
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    _recent[key] = price
+    return price
 
 
 def _part(tokens: int, per_mtok: Decimal) -> Decimal:
