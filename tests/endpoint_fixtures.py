@@ -29,11 +29,12 @@ def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
 
 @pytest.fixture
 def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    with costmeter.OpenAI(**client_kwargs(server)) as metered:
+    # always_estimate: these tests check every event's estimate against its bill
+    with costmeter.OpenAI(**client_kwargs(server), always_estimate=True) as metered:
         yield metered
 
 
 @pytest.fixture
 async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    async with costmeter.AsyncOpenAI(**client_kwargs(server)) as metered:
+    async with costmeter.AsyncOpenAI(**client_kwargs(server), always_estimate=True) as metered:
         yield metered

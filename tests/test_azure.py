@@ -137,7 +137,9 @@ class TestPaths:
 class TestMappedDeployments:
     def test_priced_as_the_mapped_model(self, server: FakeOpenAI) -> None:
         """A mapped deployment is priced, before and after the call, as its model."""
-        client = _azure(server, deployments={"prod-chat": "gpt-4o-2024-08-06"})
+        client = _azure(
+            server, deployments={"prod-chat": "gpt-4o-2024-08-06"}, always_estimate=True
+        )
         _answer(server, "gpt-4o-2024-08-06")
 
         event = _chat(client, "prod-chat")

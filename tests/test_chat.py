@@ -148,9 +148,10 @@ class TestCreate:
         assert sent[2] == sent[3]
         assert "stream_options" not in sent[3]
 
-    def test_estimate_before_sending(self, client: costmeter.OpenAI) -> None:
+    def test_estimate_before_sending(self, server: FakeOpenAI) -> None:
         """The event carries the pre-flight estimate of the messages and its worst case."""
         body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 50}
+        client = costmeter.OpenAI(**_kwargs(server), always_estimate=True)
 
         with capture_logs() as logs:
             client.chat.completions.create(**body)  # type: ignore[call-overload]
@@ -495,11 +496,12 @@ class TestAudio:
 
 
 class TestEmbeddings:
-    def test_usage_cost_and_estimate(self, client: costmeter.OpenAI) -> None:
+    def test_usage_cost_and_estimate(self, server: FakeOpenAI) -> None:
         """An embeddings call: api "embeddings", reported input tokens, no output, exact cost."""
         texts = ["the first passage to embed", "and a second one"]
 
         with capture_logs() as logs:
+            client = costmeter.OpenAI(**_kwargs(server), always_estimate=True)
             result = client.embeddings.create(model="text-embedding-3-small", input=texts)
 
         assert 2 == len(result.data)

@@ -124,8 +124,7 @@ class TestNonStreaming:
             "price_source": "genai-prices",
         }.items() <= event.items()
         assert _expected_cost(body) == money(event["cost_usd"])
-        assert event["estimated_input_tokens"] > 0
-        assert money(event["estimated_cost_usd"]) > 0
+        assert (None, None) == (event["estimated_input_tokens"], event["estimated_cost_usd"])
 
     def test_parse_is_metered(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
         """responses.parse bypasses create (it posts directly) and is still metered."""
@@ -499,30 +498,37 @@ class TestTagsAndSecrets:
         assert "the answer" == event["output_text"]
 
 
-class TestLargeInputCountedInFlight:
-    """Without a budget, a large input is counted while its request is in flight."""
+class TestCountOnlyWhenItPays:
+    """
+    With no budget active nothing can be refused and the response reports the real usage: the
+    input is not counted (events carry null estimates) unless the client asks for it, or the
+    usage does not arrive.
+    """
 
     LONG = " ".join(f"paragraph {i} of a long document about budgets." for i in range(400))
 
-    def test_event_has_the_same_count(
-        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
-    ) -> None:
-        """The in-flight count equals the inline one, and the call is unchanged."""
+    def test_no_budget_no_count(self, client: costmeter.OpenAI, httpx2_mock: respx.Router) -> None:
         httpx2_mock.post("/responses").respond(json=response_body())
-        body = {"model": "gpt-5-mini", "input": self.LONG}
-        expected = costmeter.estimate(**body).input_tokens
 
         with capture_logs() as logs:
-            result = client.responses.create(**body)
+            result = client.responses.create(model="gpt-5-mini", input=self.LONG)
 
         assert "Hello!" == result.output_text
         [event] = calls(logs)
-        assert expected == event["estimated_input_tokens"]
+        assert (None, None, None) == (
+            event["estimated_input_tokens"],
+            event["estimated_cost_usd"],
+            event["estimate_complete"],
+        )
+        assert "reported" == event["usage_source"]
+        assert event["cost_usd"] > 0
 
-    def test_many_threads_each_get_their_own_count(self, httpx2_mock: respx.Router) -> None:
-        """Concurrent large calls (the counting thread busy: others count inline) stay exact."""
+    def test_always_estimate_counts_every_call(self, httpx2_mock: respx.Router) -> None:
+        """always_estimate=True: every call is counted before sending, from many threads."""
         httpx2_mock.post("/responses").respond(json=response_body())
-        client = costmeter.OpenAI(api_key="k", base_url=BASE_URL, max_retries=0)
+        client = costmeter.OpenAI(
+            api_key="k", base_url=BASE_URL, max_retries=0, always_estimate=True
+        )
         prompts = [f"{i} " * (i + 1) + self.LONG for i in range(16)]
 
         def ask(prompt: str) -> None:
@@ -535,6 +541,20 @@ class TestLargeInputCountedInFlight:
             costmeter.estimate(model="gpt-5-mini", input=p).input_tokens for p in prompts
         )
         assert expected == sorted(e["estimated_input_tokens"] for e in calls(logs))
+
+    def test_missing_usage_is_estimated_after_the_fact(
+        self, client: costmeter.OpenAI, httpx2_mock: respx.Router
+    ) -> None:
+        """No budget and no usage in the response: the input is counted then, not before."""
+        httpx2_mock.post("/responses").respond(json=response_body(usage=False))
+
+        with capture_logs() as logs:
+            client.responses.create(model="gpt-5-mini", input=self.LONG)
+
+        [event] = calls(logs)
+        expected = costmeter.estimate(model="gpt-5-mini", input=self.LONG).input_tokens
+        assert ("estimated", expected) == (event["usage_source"], event["input_tokens"])
+        assert expected == event["estimated_input_tokens"]
 
     @pytest.mark.httpx2(base_url=BASE_URL, assert_all_called=False)
     def test_under_a_budget_it_is_counted_before_sending(

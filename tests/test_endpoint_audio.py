@@ -64,13 +64,14 @@ def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
 
 @pytest.fixture
 def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    with costmeter.OpenAI(**_kwargs(server)) as metered:
+    # always_estimate: these tests check every event's estimate against its bill
+    with costmeter.OpenAI(**_kwargs(server), always_estimate=True) as metered:
         yield metered
 
 
 @pytest.fixture
 async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    async with costmeter.AsyncOpenAI(**_kwargs(server)) as metered:
+    async with costmeter.AsyncOpenAI(**_kwargs(server), always_estimate=True) as metered:
         yield metered
 
 

@@ -55,14 +55,14 @@ def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
 
 @pytest.fixture
 def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    metered = costmeter.OpenAI(**_kwargs(server))
+    metered = costmeter.OpenAI(**_kwargs(server), always_estimate=True)  # estimates checked
     yield metered
     metered.close()
 
 
 @pytest.fixture
 async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    metered = costmeter.AsyncOpenAI(**_kwargs(server))
+    metered = costmeter.AsyncOpenAI(**_kwargs(server), always_estimate=True)
     yield metered
     await metered.close()
 

@@ -337,6 +337,9 @@ class Budget:
     # -- context management ------------------------------------------------------------------
     def __enter__(self) -> Budget:
         _active.set((*_active.get(), self))
+        from costmeter._tokenizer import preload  # noqa: PLC0415
+
+        preload()  # a call in this budget counts its input before sending: load it now
         return self
 
     def __exit__(

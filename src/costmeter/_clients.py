@@ -41,6 +41,7 @@ def _config(
     log_content: bool,
     deployments: Mapping[str, str] | None,
     azure: bool = False,
+    always_estimate: bool = False,
 ) -> MeterConfig:
     if budget is not None and not isinstance(budget, Budget):
         budget = Budget(budget, name="client")
@@ -51,6 +52,7 @@ def _config(
         deployments=dict(deployments or {}),
         log_content=log_content,
         azure=azure,
+        always_estimate=always_estimate,
     )
 
 
@@ -129,14 +131,25 @@ class _Options:
         exact_input_tokens: bool = False,
         log_content: bool = False,
         deployments: Mapping[str, str] | None = None,
+        always_estimate: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         azure = isinstance(self, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
         config = _config(
-            budget, include_stream_usage, exact_input_tokens, log_content, deployments, azure
+            budget,
+            include_stream_usage,
+            exact_input_tokens,
+            log_content,
+            deployments,
+            azure,
+            always_estimate,
         )
         self._costmeter = replace(config, region=region_of(self))
+        if config.budget is not None or always_estimate or exact_input_tokens:
+            from costmeter._tokenizer import preload  # noqa: PLC0415
+
+            preload()  # every call will count its input: load the vocabulary in the background
 
     if not TYPE_CHECKING:  # type checkers keep seeing the SDK's own typed resources
 
@@ -227,6 +240,10 @@ class OpenAI(_Sync, openai.OpenAI):
         log_content: Opt in to prompts and outputs in events (never logged otherwise).
         deployments: Model aliases to price by (``{"my-alias": "gpt-4o-2024-08-06"}``); for
             Azure clients, deployment name → model.
+        always_estimate: Count every request's input and worst case before sending, even with
+            no budget active (by default only a budget's calls are counted: the response
+            reports the real usage, so the count would only fill the event's ``estimated_*``
+            fields, at the cost of tokenizing every prompt).
         *args, **kwargs: Everything ``openai.OpenAI`` accepts.
     """
 

@@ -152,6 +152,7 @@ def instrument(
     exact_input_tokens: bool = False,
     deployments: Mapping[str, str] | None = None,
     log_content: bool = False,
+    always_estimate: bool = False,
 ) -> Instrumentation:
     """
     Meter every ``openai.OpenAI``/``openai.AsyncOpenAI`` client in the process (and their
@@ -168,6 +169,7 @@ def instrument(
         exact_input_tokens: Use the free input-token count endpoint before Responses calls.
         deployments: Azure deployment name → model, for pricing instrumented Azure clients.
         log_content: Opt in to prompts and outputs in events (never logged otherwise).
+        always_estimate: Estimate every call before sending, even with no budget active.
 
     Returns the active handle; a second call with no options, or the same ones, returns the
     same handle.
@@ -180,7 +182,14 @@ def instrument(
     global _active  # noqa: PLW0603
     from costmeter._clients import _config  # noqa: PLC0415
 
-    asked = _config(budget, include_stream_usage, exact_input_tokens, log_content, deployments)
+    asked = _config(
+        budget,
+        include_stream_usage,
+        exact_input_tokens,
+        log_content,
+        deployments,
+        always_estimate=always_estimate,
+    )
     with _lock:
         if _active is None:
             handle = Instrumentation(asked)

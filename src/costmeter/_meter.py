@@ -131,6 +131,7 @@ class MeterConfig:
         deployments: Azure deployment name → model, for pricing.
         log_content: Add prompts and outputs to events (off: never logged by default).
         azure: The client is an Azure client: request models are deployment names.
+        always_estimate: Estimate every call before sending, even with no budget active.
         region: The data-residency region of the client's host (``eu.api.openai.com`` → ``eu``),
             whose requests OpenAI bills with a `REGIONAL_UPLIFT`; ``None`` for the global host.
     """
@@ -142,6 +143,7 @@ class MeterConfig:
     log_content: bool = False
     azure: bool = False
     region: str | None = None
+    always_estimate: bool = False
 
 
 #: Regional processing (data residency) costs 10% more than the global endpoint.
@@ -246,6 +248,7 @@ class Call:
         self.budgets = _dedupe(budgets)
         self.reservations: list[Reservation] = []
         self.estimate: Reserve | None = None
+        self._deferred = False  # the estimate was skipped: nothing needed it before sending
         self.seen = Observation(response_id=request.lookup_id, keep_text=config.log_content)
         self.seen.background = bool(request.body.get("background"))
         self.attempts = 0  # attempts the SDK made (0: it raised before sending anything)
@@ -257,7 +260,20 @@ class Call:
 
     @property
     def worst_case(self) -> Decimal | None:
-        return None if self.estimate is None else self.estimate.cost_usd
+        estimate = self._ensure_estimate()
+        return None if estimate is None else estimate.cost_usd
+
+    def _ensure_estimate(self) -> Reserve | None:
+        """The estimate, computed now if it was deferred (a lost response, missing usage)."""
+        if self._deferred:
+            self._deferred = False
+            try:
+                self.estimate = _uplifted(self.endpoint.estimate(self.request), self.config.region)
+            except Exception as exc:
+                if _strict:
+                    raise
+                report_internal_error(exc, "estimate", self.api, self.model)
+        return self.estimate
 
     # -- before sending ----------------------------------------------------------------------
     @property
@@ -291,6 +307,12 @@ class Call:
             return  # no model: the API rejects the request
         if exact_input_tokens is not None:
             self.request = _with_exact(self.request, exact_input_tokens)
+        elif not (self.budgets or self.config.always_estimate or self.config.exact_input_tokens):
+            # Count only when it pays: with no budget nothing can be refused, and the response
+            # reports the real usage. The estimate is made later only if it is needed (no
+            # usage arrived, a response was lost); events then carry null estimates.
+            self._deferred = True
+            return
         try:
             self.estimate = _uplifted(self.endpoint.estimate(self.request), self.config.region)
         except Exception as exc:
@@ -482,7 +504,8 @@ class Call:
 
     @property
     def _estimated_input(self) -> int:
-        return 0 if self.estimate is None else self.estimate.input_tokens or 0
+        estimate = self._ensure_estimate()
+        return 0 if estimate is None else estimate.input_tokens or 0
 
     def _settle_and_emit(self, error: BaseException | None, abandoned: bool) -> None:
         """
@@ -499,9 +522,9 @@ class Call:
         else:
             cost, price_status = self._price(usage)
             total = None if cost is None else cost.total_usd
-        worst = self.worst_case
+        worst = self.worst_case if lost_before else None  # each lost attempt: its worst case
         with money_math():
-            extra = None if worst is None else worst * len(lost_before)
+            extra = ZERO if not lost_before else None if worst is None else worst * len(lost_before)
             whole = None if total is None or extra is None else total + extra
         charged, settled = self._charge(whole)
         records = [
@@ -679,7 +702,7 @@ class Call:
             usage_problem=seen.usage_problem,
             estimated_input_tokens=None if estimate is None else estimate.input_tokens,
             estimated_cost_usd=None if estimate is None else estimate.cost_usd,
-            estimate_complete=True if estimate is None else estimate.complete,
+            estimate_complete=None if estimate is None else estimate.complete,
             cost_usd=total,
             input_cost_usd=cost.input_usd if cost else None,
             cached_input_cost_usd=cost.cached_input_usd if cost else None,

@@ -160,7 +160,8 @@ def preload(encoding_name: str = "o200k_base") -> None:
     ``budget=``, a ``costmeter.budget`` entered): that count needs the vocabulary anyway. Not
     where the first call needs no count: the load then competes with the SDK's own first-call
     work for the CPU and the GIL (measured: a first call without a count took 240 ms without a
-    preload and 540 ms with one started by the constructor, against 204 ms bare). Idempotent (one thread per vocabulary per process, none once loaded),
+    preload and 540 ms with one started by the constructor, against 204 ms bare). Idempotent
+    (one thread per vocabulary per process, none once loaded),
     safe after ``fork`` (the child starts afresh), and never raises: an unknown name, a failure
     to start a thread or to load is silently ignored here (a count then loads synchronously and
     reports the problem). Writes nothing and reads no environment variable.
