@@ -24,12 +24,14 @@ from costmeter.testing._fake import (
     fake_input_tokens,
     sse,
 )
+from costmeter.testing._realtime import FakeRealtime
 
 __all__ = [
     "MODEL_SNAPSHOTS",
     "OMIT",
     "ExtraRoute",
     "FakeOpenAI",
+    "FakeRealtime",
     "RecordedRequest",
     "add_route",
     "fake_input_tokens",
