@@ -185,7 +185,11 @@ class TestRealtime:
 
     def test_usage_knob_text_only_cache(self, server: FakeRealtime) -> None:
         """Missing detail objects: the input is text (10 x $4), cached text 5 x $0.40."""
-        usage = {"input_tokens": 15, "output_tokens": 3, "input_token_details": {"cached_tokens": 5}}
+        usage = {
+            "input_tokens": 15,
+            "output_tokens": 3,
+            "input_token_details": {"cached_tokens": 5},
+        }
         headers = {"x-fake-usage": json.dumps(usage)}
         client = _sync(server)
         with (
@@ -199,6 +203,33 @@ class TestRealtime:
         # gpt-realtime-mini: text in $0.60, cached $0.06, text out $2.40
         expected = (10 * Decimal("0.6") + 5 * Decimal("0.06") + 3 * Decimal("2.4")) / M
         assert _money(event["cost_usd"]) == expected
+
+
+class TestBetaRealtime:
+    """The older ``beta.realtime.connect()`` (``OpenAI-Beta: realtime=v1``) is metered alike."""
+
+    def test_sync(self, server: FakeRealtime) -> None:
+        client = _sync(server)
+        with (
+            capture_logs() as logs,
+            client.beta.realtime.connect(model="gpt-realtime") as conn,
+        ):
+            conn.response.create(response={"modalities": ["text"], "max_response_output_tokens": 8})
+            _until(conn, "response.done")
+
+        [event] = calls(logs)
+        assert (event["api"], _money(event["cost_usd"])) == ("realtime", REALTIME_COST)
+        assert _money(event["estimated_cost_usd"]) == 8 * 16 / M  # 8 text output tokens x $16
+
+    async def test_async(self, server: FakeRealtime) -> None:
+        client = _async(server)
+        with capture_logs() as logs:
+            async with client.beta.realtime.connect(model="gpt-realtime") as conn:
+                await conn.response.create()
+                await _until_async(conn, "response.done")
+
+        [event] = calls(logs)
+        assert (event["api"], _money(event["cost_usd"])) == ("realtime", REALTIME_COST)
 
 
 class TestResponsesWebSocket:

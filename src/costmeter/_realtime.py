@@ -54,6 +54,12 @@ _RESPONSES = ResponsesWebSocket()
 _ENDPOINTS: dict[str, Endpoint] = {"realtime": _REALTIME, "responses.websocket": _RESPONSES}
 #: Bytes a second of each Realtime input audio format (pcm16 at 24 kHz; G.711 at 8 kHz).
 _BYTES_PER_SECOND = {"audio/pcm": 48_000, "audio/pcmu": 8_000, "audio/pcma": 8_000}
+#: Session settings a response inherits, and their names in the older beta.realtime protocol.
+_SESSION_KEYS = (
+    ("output_modalities", "modalities"),
+    ("max_output_tokens", "max_response_output_tokens"),
+    ("instructions", "instructions"),
+)
 _TEXT_KEYS = frozenset({"text", "transcript", "output", "arguments", "instructions"})
 # Client events worth decoding (a substring test first); server events likewise.
 _SEND_EVENTS = ('"response.create"', '"conversation.item.create"', '"session.update"')
@@ -190,6 +196,9 @@ class _Conversation:
             "max_output_tokens": self.session.get("max_output_tokens"),
         }
         body.update(params)
+        for key, alias in _SESSION_KEYS:  # beta.realtime names
+            if alias in params:
+                body[key] = params[alias]
         body[CONVERSATION_KEY] = {
             "text_tokens": self.text_tokens + self.instruction_tokens + extra,
             "audio_tokens": self.audio_tokens,
@@ -205,16 +214,23 @@ class _Conversation:
         if not isinstance(session, dict):
             return
         with self.lock:
-            for key in ("output_modalities", "max_output_tokens", "instructions"):
-                if key in session:
-                    self.session[key] = session[key]
+            for key, alias in _SESSION_KEYS:
+                for name in (key, alias):
+                    if name in session:
+                        self.session[key] = session[name]
             model = session.get("model")
             if isinstance(model, str) and model:
                 self.model = model
             audio_format = ((session.get("audio") or {}).get("input") or {}).get("format")
+            beta_format = session.get("input_audio_format")  # beta.realtime: "pcm16", "g711_ulaw"
+            if isinstance(beta_format, str):
+                audio_format = {"type": "audio/pcm" if beta_format == "pcm16" else "audio/pcmu"}
             if isinstance(audio_format, dict):
-                kind = audio_format.get("type")
-                self.bytes_per_second = _BYTES_PER_SECOND.get(kind, self.bytes_per_second)
+                rate = _BYTES_PER_SECOND.get(str(audio_format.get("type")))
+                hertz = audio_format.get("rate")
+                if rate == _BYTES_PER_SECOND["audio/pcm"] and isinstance(hertz, int) and hertz > 0:
+                    rate = 2 * hertz  # 16-bit samples
+                self.bytes_per_second = rate or self.bytes_per_second
 
     def _tokens_of(self, value: Any) -> int:
         """Text tokens of every text field under *value*; base64 audio and images counted aside."""
@@ -253,7 +269,7 @@ class _Conversation:
         response_id = response.get("id") if isinstance(response, dict) else None
         if kind == "response.created" and isinstance(response_id, str):
             self._created(response_id, event)
-        elif kind in _TERMINAL:
+        elif isinstance(kind, str) and kind in _TERMINAL:
             self._done(response_id, event)
         elif isinstance(kind, str) and kind.endswith(".delta"):
             call = self.running.get(str(event.get("response_id")))
@@ -274,9 +290,13 @@ class _Conversation:
 
     def _server_started(self, response: dict[str, Any]) -> Call:
         """A response the server started itself (server VAD): reserve what the budgets allow."""
-        params = {
-            k: response[k] for k in ("output_modalities", "max_output_tokens") if response.get(k)
-        }
+        keys = (
+            "output_modalities",
+            "max_output_tokens",
+            "modalities",
+            "max_response_output_tokens",
+        )
+        params = {k: response[k] for k in keys if response.get(k)}
         call = Call(self.endpoint, self._realtime_request(params, 0), self.config)
         with contextlib.suppress(CostmeterError):
             call.begin()  # already running: it cannot be refused; its cost is still recorded
@@ -423,6 +443,48 @@ def _metered_manager(manager: Any, conversation: _Conversation) -> Any:
     return manager
 
 
+_ENTRY_CLASSES: dict[type, type] = {}
+
+
+def _entry_class(cls: type) -> type:
+    """
+    *cls* (a connection manager with no ``_connect_ws``: ``beta.realtime``) whose entry wraps
+    the entered connection's socket; one subclass per manager class, so ``isinstance`` holds.
+    """
+    found = _ENTRY_CLASSES.get(cls)
+    if found is not None:
+        return found
+    if inspect.iscoroutinefunction(getattr(cls, "__aenter__", None)):
+
+        class MeteredAsync(cls):  # type: ignore[misc]
+            async def __aenter__(self) -> Any:
+                connection = await super().__aenter__()
+                connection._connection = _AsyncSocket(
+                    connection._connection, self._costmeter_conversation
+                )
+                return connection
+
+            enter = __aenter__
+
+        found = MeteredAsync
+    else:
+
+        class Metered(cls):  # type: ignore[misc]
+            def __enter__(self) -> Any:
+                connection = super().__enter__()
+                connection._connection = _Socket(
+                    connection._connection, self._costmeter_conversation
+                )
+                return connection
+
+            enter = __enter__
+
+        found = Metered
+    found.__name__ = found.__qualname__ = cls.__name__
+    _ENTRY_CLASSES[cls] = found
+    return found
+
+
 def meter_connect(resource: Any, api: str, config: MeterConfig) -> Any:
     """
     Meter *resource*'s ``connect()`` (this client's own resource object): each connection it
@@ -437,9 +499,11 @@ def meter_connect(resource: Any, api: str, config: MeterConfig) -> Any:
         manager = connect(*args, **kwargs)
         model = kwargs.get("model")
         conversation = _Conversation(api, model if isinstance(model, str) else None, config)
-        if not hasattr(manager, "_connect_ws"):  # an SDK without the hook: leave it as is
-            return manager
-        return _metered_manager(manager, conversation)
+        if hasattr(manager, "_connect_ws"):
+            return _metered_manager(manager, conversation)
+        manager._costmeter_conversation = conversation  # the older beta.realtime manager
+        manager.__class__ = _entry_class(type(manager))
+        return manager
 
     metered_connect._costmeter_meters = True  # type: ignore[attr-defined]
     resource.connect = metered_connect

@@ -225,15 +225,19 @@ class Realtime(Endpoint):
 _HTTP_RESPONSES = Responses()
 
 
-class ResponsesWebSocket(Responses):
+class ResponsesWebSocket(Endpoint):
     """A ``response.create`` sent over ``responses.connect()``: billed as ``POST /responses``."""
 
     api = "responses.websocket"
-    paths = ()
-    lookups = ()
 
     def estimate(self, request: Request) -> Reserve:
         return _HTTP_RESPONSES.estimate(request)
+
+    def observe(self, seen: Observation, obj: Any) -> None:
+        _HTTP_RESPONSES.observe(seen, obj)
+
+    def price(self, model: str, usage: Usage, request: Request, service_tier: str | None) -> Cost:
+        return _HTTP_RESPONSES.price(model, usage, request, service_tier)
 
 
 def audio_tokens(byte_count: int, bytes_per_second: int) -> int:

@@ -157,10 +157,12 @@ class FakeRealtime:
         if knobs["hang"]:
             return
         usage = knobs["usage"] or REALTIME_USAGE
-        self._send(ws, "response.done", response={**response, "status": "completed", "usage": usage})
+        self._send(
+            ws, "response.done", response={**response, "status": "completed", "usage": usage}
+        )
 
     def _responses_response(self, ws: Any, event: dict[str, Any], knobs: dict[str, Any]) -> None:
-        response = {
+        response: dict[str, Any] = {
             "id": f"resp_{next(self._ids)}",
             "object": "response",
             "model": event.get("model"),
