@@ -183,6 +183,28 @@ class TestRealtime:
         # Nothing sent before: no input; the one delta "hi" is 1 output token x $16.
         assert _money(event["cost_usd"]) == 1 * 16 / M
 
+    def test_rejected_response_create_is_not_billed(self, server: FakeRealtime) -> None:
+        """An error event naming the response.create's event_id: released, charged $0."""
+        client = _sync(server)
+        with (
+            capture_logs() as logs,
+            costmeter.budget("1") as spend,
+            client.realtime.connect(
+                model="gpt-realtime", extra_headers={"x-fake-reject": "1"}
+            ) as conn,
+        ):
+            conn.response.create(event_id="evt_create_1")
+            _until(conn, "error")
+            [event] = calls(logs)
+            assert spend.reserved_usd == 0
+
+        assert (event["outcome"], event["error_type"], event["cost_usd"]) == (
+            "error",
+            "ServerError",
+            0.0,
+        )
+        assert spend.spent_usd == 0
+
     def test_usage_knob_text_only_cache(self, server: FakeRealtime) -> None:
         """Missing detail objects: the input is text (10 x $4), cached text 5 x $0.40."""
         usage = {
@@ -257,6 +279,22 @@ class TestResponsesWebSocket:
         assert server.types_received() == ["response.create"]
         [event] = calls(logs)
         assert (event["api"], _money(event["cost_usd"])) == ("responses.websocket", RESPONSES_COST)
+
+    def test_rejected_and_unanswered(self, server: FakeRealtime) -> None:
+        """An error answer bills nothing; a create left unanswered at close, its worst case."""
+        client = _sync(server)
+        with capture_logs() as logs:
+            with client.responses.connect(extra_headers={"x-fake-reject": "1"}) as conn:
+                conn.response.create(model="gpt-4o-mini", input="hello", max_output_tokens=50)
+                _until(conn, "error")
+            with costmeter.budget("1") as spend, client.responses.connect() as conn:
+                conn.response.create(model="gpt-4o-mini", input="hello", max_output_tokens=50)
+
+        rejected, unanswered = calls(logs)
+        assert (rejected["outcome"], rejected["cost_usd"]) == ("error", 0.0)
+        assert unanswered["usage_source"] == "reserved"
+        assert _money(unanswered["cost_usd"]) == _money(unanswered["estimated_cost_usd"])
+        assert spend.spent_usd == _money(unanswered["estimated_cost_usd"]) > 0
 
     def test_beta_responses_connect_is_metered(self, server: FakeRealtime) -> None:
         with capture_logs() as logs, _sync(server).beta.responses.connect() as conn:

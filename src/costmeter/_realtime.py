@@ -44,7 +44,7 @@ from costmeter._endpoints.realtime import (
     ResponsesWebSocket,
     audio_tokens,
 )
-from costmeter._errors import BudgetExceededError, CostmeterError
+from costmeter._errors import CostmeterError
 from costmeter._meter import Call, MeterConfig, report_internal_error, strict
 
 __all__ = ["meter_connect"]
@@ -73,10 +73,18 @@ _RECV_EVENTS = (
     '"response.failed"',
     'text.delta"',
     'transcript.delta"',
+    '"error"',
 )
 _TERMINAL = frozenset(
     {"response.done", "response.completed", "response.incomplete", "response.failed"}
 )
+
+
+class _Rejected(Exception):
+    """The server answered a ``response.create`` with an ``error`` event (recorded, not raised)."""
+
+
+_Rejected.__name__ = "ServerError"
 
 
 class _Unanswered(Exception):
@@ -125,6 +133,7 @@ class _Conversation:
         self.lock = threading.Lock()
         self.unanswered: collections.deque[Call] = collections.deque()
         self.running: dict[str, Call] = {}
+        self.event_ids: dict[str, Call] = {}  # client event_id of a response.create -> its call
         self.reset()
 
     def reset(self) -> None:
@@ -153,8 +162,11 @@ class _Conversation:
         if kind == "response.create":
             call = Call(self.endpoint, self._request(event), self.config)
             call.begin()
+            client_id = event.get("event_id")
             with self.lock:
                 self.unanswered.append(call)
+                if isinstance(client_id, str):
+                    self.event_ids[client_id] = call
             return call
         if kind == "conversation.item.create":
             tokens = self._tokens_of(event.get("item"))
@@ -271,6 +283,8 @@ class _Conversation:
             self._created(response_id, event)
         elif isinstance(kind, str) and kind in _TERMINAL:
             self._done(response_id, event)
+        elif kind == "error":
+            self._error(event.get("error"))
         elif isinstance(kind, str) and kind.endswith(".delta"):
             call = self.running.get(str(event.get("response_id")))
             if call is None and len(self.running) == 1:  # Responses deltas name no response
@@ -281,6 +295,8 @@ class _Conversation:
     def _created(self, response_id: str, event: dict[str, Any]) -> None:
         with self.lock:
             call = self.unanswered.popleft() if self.unanswered else None
+            if call is not None:
+                self.event_ids = {k: c for k, c in self.event_ids.items() if c is not call}
         if call is None:
             call = self._server_started(event["response"])
         with self.lock:
@@ -319,12 +335,29 @@ class _Conversation:
                 self.text_tokens += usage.output_tokens - usage.audio_output_tokens
                 self.audio_tokens += usage.audio_output_tokens
 
+    def _error(self, error: Any) -> None:
+        """
+        An ``error`` event rejecting a ``response.create``: the one it names by ``event_id``
+        (Realtime), or — Responses, nothing running — the oldest unanswered one. It is not billed.
+        """
+        cause = error.get("event_id") if isinstance(error, dict) else None
+        with self.lock:
+            call = self.event_ids.pop(cause, None) if isinstance(cause, str) else None
+            if call is None and self.api == "responses.websocket" and not self.running:
+                call = self.unanswered[0] if self.unanswered else None
+            if call is None or call not in self.unanswered:
+                return
+            self.unanswered.remove(call)
+        message = error.get("message") if isinstance(error, dict) else None
+        call.finish(_Rejected(str(message or "error")))
+
     def closed(self, error: BaseException | None) -> None:
         """The socket closed: running responses finish abandoned, unanswered ones as lost."""
         with self.lock:
             running, self.running = list(self.running.values()), {}
             unanswered = list(self.unanswered)
             self.unanswered.clear()
+            self.event_ids.clear()
         for call in running:
             call.finish(abandoned=True)
         for call in unanswered:
@@ -333,14 +366,15 @@ class _Conversation:
         self.reset()
 
 
-def _contained(action: Any, api: str, *args: Any) -> Any:
-    """Run costmeter's part; a failure in it is reported, never breaks the connection."""
+def _contained(action: Any, api: str, *args: Any, refusals: bool = False) -> Any:
+    """
+    Run costmeter's part; a failure in it is reported, never breaks the connection — except,
+    with *refusals*, a budget's refusal (a `CostmeterError`): the frame is then not sent.
+    """
     try:
         return action(*args)
-    except (BudgetExceededError, CostmeterError):
-        raise
     except Exception as exc:
-        if strict():
+        if strict() or (refusals and isinstance(exc, CostmeterError)):
             raise
         report_internal_error(exc, "websocket", api, None)
         return None
@@ -363,7 +397,7 @@ class _Socket:
 
     def send(self, message: Any, *args: Any, **kwargs: Any) -> None:
         conv = self._conversation
-        call = _contained(conv.sending, conv.api, message)
+        call = _contained(conv.sending, conv.api, message, refusals=True)
         try:
             self._inner.send(message, *args, **kwargs)
         except BaseException as exc:
@@ -397,7 +431,7 @@ class _AsyncSocket(_Socket):
 
     async def send(self, message: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         conv = self._conversation
-        call = _contained(conv.sending, conv.api, message)
+        call = _contained(conv.sending, conv.api, message, refusals=True)
         try:
             await self._inner.send(message, *args, **kwargs)
         except BaseException as exc:

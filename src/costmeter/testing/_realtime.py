@@ -19,6 +19,8 @@ Responses (``openai.types.responses``): each ``response.create`` is answered
 Knobs are connection headers (``connect(extra_headers=...)``):
 
 * ``x-fake-usage``: a JSON usage object replacing the default usage verbatim;
+* ``x-fake-reject: 1``: answer each ``response.create`` with an ``error`` event instead
+  (Realtime: naming the client event's ``event_id``);
 * ``x-fake-hang: 1``: answer ``response.created`` and the delta, never the terminal event (a
   response cut off when the connection closes).
 
@@ -116,6 +118,7 @@ class FakeRealtime:
         knobs = {
             "usage": json.loads(headers["x-fake-usage"]) if "x-fake-usage" in headers else None,
             "hang": headers.get("x-fake-hang") == "1",
+            "reject": headers.get("x-fake-reject") == "1",
         }
         try:
             if realtime:
@@ -125,7 +128,10 @@ class FakeRealtime:
                 with self._lock:
                     self.received.append(event)
                 kind = event.get("type")
-                if realtime and kind in ("response.create", "input_audio_buffer.commit"):
+                if kind == "response.create" and knobs["reject"]:
+                    error = {"type": "invalid_request_error", "message": "rejected"}
+                    self._send(ws, "error", error={**error, "event_id": event.get("event_id")})
+                elif realtime and kind in ("response.create", "input_audio_buffer.commit"):
                     self._realtime_response(ws, model, knobs)
                 elif not realtime and kind == "response.create":
                     self._responses_response(ws, event, knobs)
