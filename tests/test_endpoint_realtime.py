@@ -48,22 +48,23 @@ def server() -> Iterator[FakeRealtime]:
         yield fake
 
 
-def _sync(server: FakeRealtime) -> costmeter.OpenAI:
-    return costmeter.OpenAI(
+def _client(server: FakeRealtime, cls: Any) -> Any:
+    return cls(
         api_key="test",
         base_url="http://127.0.0.1:9/v1",
         websocket_base_url=server.ws_url,
         max_retries=0,
     )
+
+
+def _sync(server: FakeRealtime) -> costmeter.OpenAI:
+    client: costmeter.OpenAI = _client(server, costmeter.OpenAI)
+    return client
 
 
 def _async(server: FakeRealtime) -> costmeter.AsyncOpenAI:
-    return costmeter.AsyncOpenAI(
-        api_key="test",
-        base_url="http://127.0.0.1:9/v1",
-        websocket_base_url=server.ws_url,
-        max_retries=0,
-    )
+    client: costmeter.AsyncOpenAI = _client(server, costmeter.AsyncOpenAI)
+    return client
 
 
 def _until(connection: Any, kind: str) -> list[str]:

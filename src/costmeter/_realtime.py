@@ -351,6 +351,10 @@ class _Conversation:
         message = error.get("message") if isinstance(error, dict) else None
         call.finish(_Rejected(str(message or "error")))
 
+    def recv_failed(self, exc: BaseException) -> None:
+        if _closing(exc):  # not a recv() timeout: the socket is gone
+            self.closed(exc)
+
     def closed(self, error: BaseException | None) -> None:
         """The socket closed: running responses finish abandoned, unanswered ones as lost."""
         with self.lock:
@@ -410,8 +414,7 @@ class _Socket:
         try:
             message = self._inner.recv(*args, **kwargs)
         except BaseException as exc:
-            if _closing(exc):
-                _contained(conv.closed, conv.api, exc)
+            _contained(conv.recv_failed, conv.api, exc)
             raise
         _contained(conv.received, conv.api, message)
         return message
@@ -444,8 +447,7 @@ class _AsyncSocket(_Socket):
         try:
             message = await self._inner.recv(*args, **kwargs)
         except BaseException as exc:
-            if _closing(exc):
-                _contained(conv.closed, conv.api, exc)
+            _contained(conv.recv_failed, conv.api, exc)
             raise
         _contained(conv.received, conv.api, message)
         return message

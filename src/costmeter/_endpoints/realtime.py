@@ -207,16 +207,13 @@ class Realtime(Endpoint):
             )
             output_usd = text_out * _rate(rates, "output_tokens", kind="text") + audio_out_usd
             total = input_usd + cached_usd + output_usd
+        # input, cached reads, cache writes, output, tools, total, source, model, tier
+        parts = (input_usd, cached_usd, ZERO, output_usd, ZERO, total)
         return Cost(
-            input_usd=input_usd,
-            cached_input_usd=cached_usd,
-            cache_write_usd=ZERO,
-            output_usd=output_usd,
-            tool_usd=ZERO,
-            total_usd=total,
-            price_source=rates.source,
-            priced_as=rates.priced_as,
-            service_tier="default",
+            *parts,
+            rates.source,
+            rates.priced_as,
+            "default",
             audio_input_usd=audio_in_usd,
             audio_output_usd=audio_out_usd,
         )
