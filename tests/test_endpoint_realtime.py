@@ -206,6 +206,21 @@ class TestRealtime:
         )
         assert spend.spent_usd == 0
 
+    def test_large_response_done_frame(self, server: FakeRealtime) -> None:
+        """A response.done of 100 kB (long output) is still found by its leading type."""
+        client = _sync(server)
+        with (
+            capture_logs() as logs,
+            client.realtime.connect(
+                model="gpt-realtime", extra_headers={"x-fake-pad": "100000"}
+            ) as conn,
+        ):
+            conn.response.create()
+            _until(conn, "response.done")
+
+        [event] = calls(logs)
+        assert _money(event["cost_usd"]) == REALTIME_COST
+
     def test_usage_knob_text_only_cache(self, server: FakeRealtime) -> None:
         """Missing detail objects: the input is text (10 x $4), cached text 5 x $0.40."""
         usage = {

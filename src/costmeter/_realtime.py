@@ -23,8 +23,9 @@ response:
   ``response.create`` frames never answered are billed their reserved worst case.
 
 Only frames whose text holds one of a few event names are parsed at all (a substring test
-first): audio appends and audio deltas, the bulk of the traffic, are never JSON-decoded —
-an append's audio is measured from its base64 length.
+first; for a large server frame, only its leading ``"type"`` is read): audio appends and audio
+deltas, the bulk of the traffic, are never JSON-decoded — an append's audio is measured from
+its base64 length.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ _RECV_EVENTS = (
     'transcript.delta"',
     '"error"',
 )
+_DELTA_SUFFIXES = ("text.delta", "transcript.delta")
+#: Frames shorter than this are searched whole; longer ones (audio) by their leading type only.
+_SMALL_FRAME = 4096
 _TERMINAL = frozenset(
     {"response.done", "response.completed", "response.incomplete", "response.failed"}
 )
@@ -108,6 +112,27 @@ def _has(data: Any, needles: tuple[str, ...]) -> bool:
     if isinstance(data, (bytes, bytearray)):
         return any(n.encode() in data for n in needles)
     return False
+
+
+def _first_type(data: Any) -> str | None:
+    """
+    The first ``"type"`` value in a frame's first 256 characters, read without decoding: the
+    event's own type, which both APIs send before any nested object (after ``event_id`` at
+    most). ``None`` when not found there.
+    """
+    head = _text_of(data[:256]) if isinstance(data, (str, bytes, bytearray)) else ""
+    key = head.find('"type"')
+    start = head.find('"', head.find(":", key) + 1) if key >= 0 else -1
+    end = head.find('"', start + 1) if start >= 0 else -1
+    return head[start + 1 : end] if end > start >= 0 else None
+
+
+def _worth_decoding(data: Any) -> bool:
+    """Whether a server frame may be one `_Conversation.received` acts on (no JSON decode)."""
+    kind = _first_type(data)
+    if kind is None or len(data) < _SMALL_FRAME:
+        return _has(data, _RECV_EVENTS)  # small frames: one more look costs nothing
+    return f'"{kind}"' in _RECV_EVENTS or kind.endswith(_DELTA_SUFFIXES)
 
 
 def _base64_audio_bytes(text: str) -> int:
@@ -268,7 +293,7 @@ class _Conversation:
 
     # -- server frames -----------------------------------------------------------------------
     def received(self, data: Any) -> None:
-        if not _has(data, _RECV_EVENTS):
+        if not _worth_decoding(data):
             return
         event = json.loads(_text_of(data))
         if not isinstance(event, dict):

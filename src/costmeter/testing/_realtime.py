@@ -21,6 +21,8 @@ Knobs are connection headers (``connect(extra_headers=...)``):
 * ``x-fake-usage``: a JSON usage object replacing the default usage verbatim;
 * ``x-fake-reject: 1``: answer each ``response.create`` with an ``error`` event instead
   (Realtime: naming the client event's ``event_id``);
+* ``x-fake-pad: N``: ``response.done`` carries an output message of *N* characters (a large
+  frame);
 * ``x-fake-hang: 1``: answer ``response.created`` and the delta, never the terminal event (a
   response cut off when the connection closes).
 
@@ -119,6 +121,7 @@ class FakeRealtime:
             "usage": json.loads(headers["x-fake-usage"]) if "x-fake-usage" in headers else None,
             "hang": headers.get("x-fake-hang") == "1",
             "reject": headers.get("x-fake-reject") == "1",
+            "pad": int(headers.get("x-fake-pad", "0")),
         }
         try:
             if realtime:
