@@ -3,7 +3,8 @@
 
 Same constructor (plus costmeter's keyword options), same methods, same return types, same
 exceptions: they *are* ``openai.OpenAI`` / ``openai.AsyncOpenAI`` (and the Azure clients).
-Only ``request()`` — the SDK's single choke point — is overridden; ``copy()``/``with_options()``
+Only ``request()`` — the SDK's single HTTP choke point — is overridden, plus the WebSocket
+``connect()`` of ``responses``/``realtime`` (`costmeter._realtime`); ``copy()``/``with_options()``
 carry the metering options over to the new client.
 """
 
