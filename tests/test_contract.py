@@ -23,7 +23,14 @@ import openai._models as sdk_models
 import openai._response as sdk_response
 import openai._streaming as streaming
 import pytest
+from openai.resources.beta.realtime.realtime import (
+    RealtimeConnectionManager as BetaRealtimeConnectionManager,
+)
 from openai.resources.beta.responses import Responses as BetaResponses
+from openai.resources.beta.responses.responses import (
+    ResponsesConnectionManager as BetaResponsesConnectionManager,
+)
+from openai.resources.realtime.realtime import RealtimeConnectionManager
 from openai.resources.responses import AsyncResponses, Responses
 from openai.resources.responses.responses import (
     AsyncResponsesConnectionManager,
@@ -235,8 +242,8 @@ def test_azure_rewrites_paths_after_request() -> None:
 @pytest.mark.parametrize("client_cls", [openai.OpenAI, openai.AsyncOpenAI])
 def test_resource_properties_we_extend(client_cls: type) -> None:
     """
-    ``responses`` and ``beta`` are functools.cached_property on the clients (we wrap them to warn
-    on ``connect()``), and the resources still have ``connect``.
+    ``responses``, ``realtime`` and ``beta`` are functools.cached_property on the clients (we wrap
+    them to meter ``connect()``), and the resources still have ``connect``.
     """
     for name in ("responses", "realtime", "beta"):
         assert isinstance(vars(client_cls)[name], functools.cached_property), _broken(
@@ -244,70 +251,60 @@ def test_resource_properties_we_extend(client_cls: type) -> None:
         )
     for resource in (Responses, AsyncResponses):
         assert callable(getattr(resource, "connect", None)), _broken(
-            f"{resource.__name__}.connect", "_clients._guard_connect"
+            f"{resource.__name__}.connect", "_realtime.meter_connect"
         )
 
 
 class TestWebSocketConnect:
     """
-    ``responses.connect()`` and ``realtime.connect()`` speak WebSocket, never ``request()``: they
-    are not metered, so the metered clients refuse them inside a budget and say so once per
-    process outside one.
+    ``responses.connect()`` and ``realtime.connect()`` speak WebSocket, never ``request()``: the
+    metered clients return the SDK's own connection managers with ``_connect_ws`` (every socket
+    the SDK opens, reconnects included) wrapped, so each frame passes costmeter's proxy
+    (`costmeter._realtime`). No socket opens until the manager is entered.
     """
 
-    @pytest.fixture(autouse=True)
-    def _not_yet_warned(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(costmeter._clients, "_connect_warned", set())
-
-    def test_refused_inside_a_budget(self) -> None:
-        """A WebSocket session's spend cannot be held against a budget: connect() is refused."""
+    @pytest.mark.parametrize(
+        ("manager_cls", "factory"),
+        [
+            (ResponsesConnectionManager, lambda c: c.responses.connect()),
+            (BetaResponsesConnectionManager, lambda c: c.beta.responses.connect()),
+            (ResponsesConnectionManager, lambda c: c.with_options(timeout=3).responses.connect()),
+            (RealtimeConnectionManager, lambda c: c.realtime.connect(model="gpt-realtime")),
+        ],
+    )
+    def test_sdk_manager_with_metered_socket_factory(self, manager_cls: type, factory: Any) -> None:
         client = costmeter.OpenAI(api_key="contract-key", base_url="https://api.openai.test/v1")
 
-        with costmeter.budget("1"), pytest.raises(costmeter.UnpricedRequestError, match="realtime"):
-            client.realtime.connect(model="gpt-realtime")
-        with costmeter.budget("1"), pytest.raises(costmeter.UnpricedRequestError):
-            client.responses.connect()
-        with costmeter.budget("1", allow_unpriced=True):
-            client.realtime.connect(model="gpt-realtime")
+        with costmeter.budget("1"), capture_logs() as logs:
+            manager = factory(client)
 
-    def test_warns_once_without_connecting(self) -> None:
-        """The first connect() warns; later ones, beta's and copies' do not. No socket opens."""
-        client = costmeter.OpenAI(api_key="contract-key", base_url="https://api.openai.test/v1")
-
-        with capture_logs() as logs:
-            manager = client.responses.connect()
-            client.responses.connect()
-            client.beta.responses.connect()
-            client.with_options(timeout=3).responses.connect()
-
-        assert isinstance(manager, ResponsesConnectionManager)
-        [warning] = logs
-        assert ("costmeter.warning", "websocket_not_metered", "responses.websocket") == (
-            warning["event"],
-            warning["warning"],
-            warning["api"],
+        assert isinstance(manager, manager_cls)
+        assert callable(vars(manager_cls).get("_connect_ws")), _broken(
+            f"{manager_cls.__name__}._connect_ws", "_realtime._metered_manager"
         )
+        assert "_connect_ws" in vars(manager)  # costmeter's wrapper shadows the SDK's method
+        assert logs == []
 
-    def test_beta_connect_warns(self) -> None:
-        """client.beta.responses.connect() is the same unmetered path and warns too."""
+    def test_beta_realtime_manager_meters_on_entry(self) -> None:
+        """The older ``beta.realtime`` manager has no ``_connect_ws``: its entry is wrapped."""
         client = costmeter.OpenAI(api_key="contract-key", base_url="https://api.openai.test/v1")
 
-        with capture_logs() as logs:
-            client.beta.responses.connect()
+        manager = client.beta.realtime.connect(model="gpt-4o-realtime-preview")
 
-        assert ["websocket_not_metered"] == [e["warning"] for e in logs]
+        assert isinstance(manager, BetaRealtimeConnectionManager)
+        assert "_connect_ws" not in vars(BetaRealtimeConnectionManager)
+        assert type(manager) is not BetaRealtimeConnectionManager  # costmeter's subclass
 
-    async def test_async_connect_warns(self) -> None:
-        """AsyncOpenAI's connect() returns the SDK's async manager and warns."""
+    async def test_async_manager(self) -> None:
         client = costmeter.AsyncOpenAI(
             api_key="contract-key", base_url="https://api.openai.test/v1"
         )
 
-        with capture_logs() as logs:
-            manager = client.responses.connect()
+        manager = client.responses.connect()
 
         assert isinstance(manager, AsyncResponsesConnectionManager)
-        assert ["websocket_not_metered"] == [e["warning"] for e in logs]
+        assert inspect.iscoroutinefunction(vars(manager)["_connect_ws"])
+        assert inspect.iscoroutinefunction(vars(AsyncResponsesConnectionManager)["_connect_ws"])
         await client.close()
 
     def test_resources_keep_their_sdk_types(self) -> None:

@@ -3,7 +3,8 @@
 
 Same constructor (plus costmeter's keyword options), same methods, same return types, same
 exceptions: they *are* ``openai.OpenAI`` / ``openai.AsyncOpenAI`` (and the Azure clients).
-Only ``request()`` — the SDK's single choke point — is overridden; ``copy()``/``with_options()``
+Only ``request()`` — the SDK's single HTTP choke point — is overridden, plus the WebSocket
+``connect()`` of ``responses``/``realtime`` (`costmeter._realtime`); ``copy()``/``with_options()``
 carry the metering options over to the new client.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
-from costmeter import _logging as _log
-from costmeter._budget import Budget, active_budgets
-from costmeter._errors import UnpricedRequestError
+from costmeter._budget import Budget
 from costmeter._flow import (
     process_response_failed,
     request_async,
@@ -30,6 +28,7 @@ from costmeter._flow import (
     send_request_sync,
 )
 from costmeter._meter import MeterConfig
+from costmeter._realtime import meter_connect
 
 __all__ = ["AsyncAzureOpenAI", "AsyncOpenAI", "AzureOpenAI", "OpenAI"]
 
@@ -70,54 +69,6 @@ def region_of(client: Any) -> str | None:
     return found.group(1) if found else None
 
 
-_connect_warned: set[str] = set()
-_connect_lock = threading.Lock()
-
-
-def _warn_websocket_once(api: str) -> None:
-    """
-    One ``costmeter.warning`` per process and API the first time a WebSocket session opens.
-
-    The WebSocket path sends no HTTP request, so ``request()`` never sees it: its responses are
-    not metered or priced. Saying so once beats silence.
-    """
-    with _connect_lock:
-        if api in _connect_warned:
-            return
-        _connect_warned.add(api)
-    _log.emit(
-        _log.WARNING,
-        {
-            "warning": "websocket_not_metered",
-            "api": api,
-            "detail": f"responses sent over {api}.connect() are not metered or priced; "
-            "inside a budget connect() is refused",
-        },
-    )
-
-
-def _guard_connect(resource: Any, api: str, config: MeterConfig) -> Any:
-    """
-    Make *resource*'s ``connect()`` (this client's own resource object) fail closed inside a
-    budget — a WebSocket session's spend cannot be held against it — and warn once outside.
-    """
-    connect = getattr(resource, "connect", None)
-    if connect is None or getattr(connect, "_costmeter_guards", False):
-        return resource
-
-    @functools.wraps(connect)
-    def guarded_connect(*args: Any, **kwargs: Any) -> Any:
-        budgets = [*active_budgets(), *([config.budget] if config.budget else [])]
-        if budgets and not all(b.allow_unpriced for b in budgets):
-            raise UnpricedRequestError(api, "costmeter does not meter WebSocket sessions yet")
-        _warn_websocket_once(api)
-        return connect(*args, **kwargs)
-
-    guarded_connect._costmeter_guards = True  # type: ignore[attr-defined]
-    resource.connect = guarded_connect
-    return resource
-
-
 class _Options:
     """Keyword options every metered client accepts on top of the SDK's own (one place)."""
 
@@ -155,20 +106,20 @@ class _Options:
 
         @functools.cached_property
         def responses(self):
-            """The SDK's ``responses``; its WebSocket ``connect()`` is guarded (unmetered)."""
-            return _guard_connect(super().responses, "responses.websocket", self._costmeter)
+            """The SDK's ``responses``; its WebSocket ``connect()`` is metered too."""
+            return meter_connect(super().responses, "responses.websocket", self._costmeter)
 
         @functools.cached_property
         def realtime(self):
-            """The SDK's ``realtime``; its ``connect()`` is guarded like ``responses``'."""
-            return _guard_connect(super().realtime, "realtime", self._costmeter)
+            """The SDK's ``realtime``; its ``connect()`` is metered (`costmeter._realtime`)."""
+            return meter_connect(super().realtime, "realtime", self._costmeter)
 
         @functools.cached_property
         def beta(self):
-            """The SDK's ``beta``; its ``responses``/``realtime`` ``connect()`` are guarded."""
+            """The SDK's ``beta``; its ``responses``/``realtime`` ``connect()`` are metered."""
             beta = super().beta
-            _guard_connect(getattr(beta, "responses", None), "responses.websocket", self._costmeter)
-            _guard_connect(getattr(beta, "realtime", None), "realtime", self._costmeter)
+            meter_connect(getattr(beta, "responses", None), "responses.websocket", self._costmeter)
+            meter_connect(getattr(beta, "realtime", None), "realtime", self._costmeter)
             return beta
 
     @property

@@ -25,6 +25,7 @@ from costmeter.testing._fake import (
     fake_input_tokens,
     sse,
 )
+from costmeter.testing._realtime import FakeRealtime
 
 __all__ = [
     "MODEL_SNAPSHOTS",
@@ -33,6 +34,7 @@ __all__ = [
     "BilledCall",
     "ExtraRoute",
     "FakeOpenAI",
+    "FakeRealtime",
     "RecordedRequest",
     "add_route",
     "bill",
