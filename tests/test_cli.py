@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -571,3 +572,27 @@ class TestProgress:
         progress.done()
 
         assert "" == capsys.readouterr().err
+
+
+class TestPriceShowsEveryRate:
+    """`costmeter price MODEL` lists every rate a model is billed at (issue 13)."""
+
+    @pytest.mark.parametrize(
+        ("model", "line"),
+        [
+            ("tts-1", "input characters           $15 / 1M characters"),
+            ("whisper-1", "audio seconds              $0.36 / hour"),
+            ("dall-e-3", "image 1024x1792 hd         $0.120 / image"),
+            ("gpt-image-1.5", "output image tokens        $32 / 1M tokens"),
+            ("gpt-realtime", "output audio tokens        $64 / 1M tokens"),
+            ("gpt-4.1", "container 4g               $0.12 / session (hosted tool)"),
+        ],
+    )
+    def test_rates_beyond_text_tokens(self, model: str, line: str) -> None:
+        from costmeter.cli import main
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert 0 == main(["price", model])
+
+        assert line in [shown.strip() for shown in out.getvalue().splitlines()]

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from costmeter._report import (
     Report,
@@ -247,23 +247,80 @@ def _price_dict(price: ModelPrice) -> dict[str, Any]:
     return data
 
 
+_SHOWN_AS_TOKENS = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "web_searches"}
+)
+_SCALES = (("_mtok", "1M tokens"), ("_mchars", "1M characters"), ("_hours", "hour"),
+           ("_kcount", "1k"), ("_kpages", "1k pages"), ("_gpixels", "1G pixels"))  # fmt: skip
+
+
+def _other_rates(model: str) -> dict[str, str]:
+    """Every further rate the model has (image, audio, per-character, per-hour, per-image), as
+    published: {what: "$X / unit"}."""
+    from costmeter._endpoints.images import DALLE_PRICES  # noqa: PLC0415
+    from costmeter._money import money_math  # noqa: PLC0415
+    from costmeter._rates import unit_rates  # noqa: PLC0415
+
+    out: dict[str, str] = {}
+    rates = unit_rates(model)
+    if rates is not None:
+        from genai_prices.data_units import unit_data  # noqa: PLC0415
+
+        for unit, rate in rates.rates.items():
+            if unit in _SHOWN_AS_TOKENS or unit not in unit_data:
+                continue
+            key = unit_data[unit]["price_key"]
+            with money_math():
+                published = (rate * unit_data[unit]["per"]).normalize()
+            scale = next((label for suffix, label in _SCALES if key.endswith(suffix)), "unit")
+            out[unit.replace("_", " ")] = f"${published:f} / {scale}"
+    for (size, quality), price in DALLE_PRICES.get(model, {}).items():
+        out[f"image {size} {quality}"] = f"${price:f} / image"
+    return out
+
+
 def _cmd_price(args: argparse.Namespace) -> int:
+    from costmeter._endpoints._tools import CONTAINER_PER_SESSION, FILE_SEARCH_PER_CALL  # noqa: PLC0415
     from costmeter._errors import ConfigurationError, UnknownModelError  # noqa: PLC0415
     from costmeter._pricing import price_of  # noqa: PLC0415
 
+    price = None
     try:
         price = price_of(args.model, service_tier=args.tier)
     except UnknownModelError as exc:
-        _say(str(exc))
-        return EXIT_UNKNOWN_MODEL
+        unknown = str(exc)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
-    data = _price_dict(price)
+    other = _other_rates(args.model)
+    if price is None and not other:
+        _say(unknown)
+        return EXIT_UNKNOWN_MODEL
+    tools = {}
+    if price is not None:
+        tools = {"file search": f"${FILE_SEARCH_PER_CALL:f} / call"}
+        for memory, per_session in CONTAINER_PER_SESSION.items():
+            tools[f"container {memory}"] = f"${per_session:f} / session"
     if args.format == "json":
+        data = _price_dict(price) if price is not None else {"model": args.model}
+        data["other_rates"] = other
+        data["hosted_tools"] = tools
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
     out = sys.stdout
+    if price is not None:
+        _write_token_prices(price, out)
+    else:
+        out.write(f"{args.model}: no per-token price; priced by:\n")
+    for what, shown in other.items():
+        out.write(f"  {what:<26} {shown}\n")
+    for what, shown in tools.items():
+        out.write(f"  {what:<26} {shown} (hosted tool)\n")
+    return EXIT_OK
+
+
+def _write_token_prices(price: ModelPrice, out: IO[str]) -> None:
+    data = _price_dict(price)
     out.write(
         f"{price.model}: priced as {price.priced_as}, service tier {price.service_tier}, "
         f"source {price.source}\n"
@@ -281,7 +338,6 @@ def _cmd_price(args: argparse.Namespace) -> int:
             f"input ${long['input_per_mtok']}, cached ${long['cached_input_per_mtok']}, "
             f"output ${long['output_per_mtok']} / 1M tokens\n"
         )
-    return EXIT_OK
 
 
 def _add_price(subparsers: Subparsers) -> None:
