@@ -368,3 +368,25 @@ def test_a_call_from_an_atexit_handler_is_metered(tmp_path: Any) -> None:
 
     assert 0 == done.returncode, done.stderr
     assert '["costmeter.call"]' == done.stdout.strip().splitlines()[-1]
+
+
+def test_a_background_response_created_elsewhere_is_charged_where_it_finishes(
+    fake: FakeOpenAI,
+) -> None:
+    """Created by another process (here: a bare client), polled by a worker inside a budget:
+    billed once, by the poll that sees it finish, and charged to the worker's budget."""
+    with openai.OpenAI(base_url=fake.base_url, api_key="sk-web", max_retries=0) as web:
+        created = web.responses.create(model="gpt-4.1-mini", input=PROMPT, background=True)
+    with (
+        _client(fake) as worker,
+        capture_logs() as logs,
+        costmeter.budget("1", name="worker") as budget,
+    ):
+        while worker.responses.retrieve(created.id).status not in ("completed", "failed"):
+            pass
+        worker.responses.retrieve(created.id)  # polled again: billed once
+
+    [event] = calls(logs)
+    assert (created.id, "worker") == (event["response_id"], event["budget"])
+    assert money(event["cost_usd"]) == budget.spent_usd > 0
+    assert Decimal(0) == budget.reserved_usd

@@ -568,7 +568,12 @@ class Call:
         per budget, its numbers after the charge (no second ledger read for the event).
         """
         if not self.reservations:
-            return total, []
+            if not (self.lookup and self.budgets and total):
+                return total, []
+            # A background response (or batch) created elsewhere — another process, a bare
+            # client — and first seen finished here: its cost is charged to this call's
+            # budgets, which held nothing for it.
+            self.reservations = [Reservation.take(self.budgets, ZERO, self.model, sent=True)]
         if total is None:
             with money_math():
                 total = sum((r.amount for r in self.reservations), ZERO)
