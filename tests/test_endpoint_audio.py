@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import os
 import wave
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +30,7 @@ from structlog.testing import capture_logs
 import costmeter
 from costmeter.testing import FakeOpenAI
 
+from . import endpoint_fixtures
 from .helpers import calls, money
 
 WHISPER_PER_SECOND = Decimal("0.006") / 60
@@ -51,28 +51,8 @@ def wav_file(seconds: float, *, rate: int = 8_000) -> bytes:
 THREE_SECONDS = ("speech.wav", wav_file(3.0), "audio/wav")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_server(server: FakeOpenAI) -> Iterator[None]:
-    server.reset()
-    yield
-    assert [] == server.errors
-
-
-def _kwargs(server: FakeOpenAI) -> dict[str, Any]:
-    return {"api_key": "sk-test-audio", "base_url": server.base_url, "max_retries": 0}
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[costmeter.OpenAI]:
-    # always_estimate: these tests check every event's estimate against its bill
-    with costmeter.OpenAI(**_kwargs(server), always_estimate=True) as metered:
-        yield metered
-
-
-@pytest.fixture
-async def aclient(server: FakeOpenAI) -> AsyncIterator[costmeter.AsyncOpenAI]:
-    async with costmeter.AsyncOpenAI(**_kwargs(server), always_estimate=True) as metered:
-        yield metered
+client, aclient = endpoint_fixtures.client, endpoint_fixtures.aclient
+_fresh_server = endpoint_fixtures._fresh_server
 
 
 def _one_event(logs: list[dict[str, Any]]) -> dict[str, Any]:
