@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 import costmeter
 from costmeter.testing import FakeOpenAI
-from tests.helpers import calls, money
+from tests.helpers import calls, chat_body, money
 
 PROMPT = "Summarise the plot of Hamlet in one sentence."
 
@@ -127,6 +127,9 @@ class _Answer(pydantic.BaseModel):
 class TestReceivedBodiesAreBilledAsReported:
     def test_parse_validation_error_keeps_the_reported_usage(self, fake: FakeOpenAI) -> None:
         """parse() raising on a 2xx body: the body reported its usage, and that is billed."""
+        body = chat_body(model="gpt-4.1-mini-2025-04-14", prompt=30, completion=212)
+        body["choices"][0]["message"]["content"] = '{"answer": "not a number"}'
+        fake.replay_next(body, stream=False)
         with (
             _client(fake) as client,
             capture_logs() as logs,
@@ -136,7 +139,6 @@ class TestReceivedBodiesAreBilledAsReported:
                 model="gpt-4.1-mini",
                 messages=[{"role": "user", "content": PROMPT}],
                 response_format=_Answer,
-                extra_headers={"x-fake-output-tokens": "212"},
             )
 
         [event] = calls(logs)

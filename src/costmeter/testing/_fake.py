@@ -60,6 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from costmeter.testing._replies import json_reply, tool_call
+
 __all__ = [
     "ExtraRoute",
     "FakeOpenAI",
@@ -380,6 +382,7 @@ class _Plan:
     polls: int = 0
     usage_fault: _Fault | None = None
     drop_model: bool = False
+    tool: tuple[str, str] | None = None  # (name, arguments JSON): answer with this tool call
 
     def usage(self) -> JSONDict:
         if self.endpoint == "chat.completions":
@@ -834,6 +837,9 @@ class FakeOpenAI:
 
         tier = body.get("service_tier")
         rid = _new_id(prefix)
+        tool = tool_call(body) if endpoint in ("responses", "chat.completions") else None
+        structured = json_reply(body) if endpoint in ("responses", "chat.completions") else None
+        deltas = _deltas(n_deltas) if structured is None else [structured]
         plan = _Plan(
             rid=rid,
             endpoint=endpoint,
@@ -845,11 +851,12 @@ class FakeOpenAI:
             cached=cached,
             reasoning=reasoning,
             visible=visible,
-            deltas=_deltas(n_deltas),
+            deltas=[] if tool is not None else deltas,
             status=status,
             effort=effort,
             item_ids=("rs_" + rid[len(prefix) :], "msg_" + rid[len(prefix) :]),
             background=bool(body.get("background")),
+            tool=tool,
         )
         for hook in _BILLING_HOOKS:  # every generated response is billed once, as by the API
             hook(self, plan, headers)
@@ -970,8 +977,24 @@ class FakeOpenAI:
     def _output(self, plan: _Plan, state: str) -> list[JSONDict]:
         items = [self._reasoning_item(plan)] if plan.effort is not None else []
         item_state = "incomplete" if state == "incomplete" else "completed"
-        items.append(self._message_item(plan, item_state, "".join(plan.deltas)))
+        if plan.tool is not None:
+            items.append(self._function_call_item(plan, item_state))
+        else:
+            items.append(self._message_item(plan, item_state, "".join(plan.deltas)))
         return items
+
+    def _function_call_item(self, plan: _Plan, state: str) -> JSONDict:
+        assert plan.tool is not None
+        name, arguments = plan.tool
+        suffix = plan.rid[-24:]
+        return {
+            "id": "fc_" + suffix,
+            "type": "function_call",
+            "call_id": "call_" + suffix,
+            "name": name,
+            "arguments": arguments,
+            "status": state,
+        }
 
     def _final_response(self, plan: _Plan, state: str) -> JSONDict:
         obj = self._response(plan, state)
@@ -992,6 +1015,36 @@ class FakeOpenAI:
             events.append({"type": "response.output_item.added", "output_index": 0, "item": item})
             events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
             index = 1
+        if plan.tool is not None:
+            done = self._function_call_item(plan, "completed")
+            added = {**done, "arguments": "", "status": "in_progress"}
+            events.append(
+                {"type": "response.output_item.added", "output_index": index, "item": added}
+            )
+            where_fc = {"item_id": done["id"], "output_index": index}
+            events.append(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **where_fc,
+                    "delta": done["arguments"],
+                }
+            )
+            events.append(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **where_fc,
+                    "arguments": done["arguments"],
+                }
+            )
+            events.append(
+                {"type": "response.output_item.done", "output_index": index, "item": done}
+            )
+            events.append(
+                {"type": f"response.{terminal}", "response": self._final_response(plan, terminal)}
+            )
+            for seq, event in enumerate(events):
+                event["sequence_number"] = seq
+            return events
         mid = plan.item_ids[1]
         text = "".join(plan.deltas)
         empty_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
@@ -1030,7 +1083,18 @@ class FakeOpenAI:
     # --------------------------------------------------------------------------- Chat rendering
 
     def _chat_message(self, plan: _Plan) -> tuple[str, str]:
+        if plan.tool is not None:
+            return "", "tool_calls"
         return "".join(plan.deltas), "length" if plan.status == "incomplete" else "stop"
+
+    def _chat_tool_calls(self, plan: _Plan) -> list[JSONDict] | None:
+        if plan.tool is None:
+            return None
+        name, arguments = plan.tool
+        call_id = "call_" + plan.rid[-24:]
+        return [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        ]
 
     def _chat_body(self, plan: _Plan) -> JSONDict:
         text, finish = self._chat_message(plan)
@@ -1045,9 +1109,14 @@ class FakeOpenAI:
                     "index": i,
                     "message": {
                         "role": "assistant",
-                        "content": text,
+                        "content": None if plan.tool is not None else text,
                         "refusal": None,
                         "annotations": [],
+                        **(
+                            {"tool_calls": self._chat_tool_calls(plan)}
+                            if plan.tool is not None
+                            else {}
+                        ),
                     },
                     "logprobs": None,
                     "finish_reason": finish,
@@ -1094,6 +1163,9 @@ class FakeOpenAI:
         ]
         for delta in plan.deltas:
             chunks.extend(chunk([choice(i, {"content": delta})]) for i in range(n))
+        for call in self._chat_tool_calls(plan) or ():
+            tool_delta = {"tool_calls": [{"index": 0, **call}]}
+            chunks.extend(chunk([choice(i, tool_delta)]) for i in range(n))
         chunks.extend(chunk([choice(i, {}, finish)]) for i in range(n))
         if include_usage:
             last = {**base, "choices": [], "usage": None}
