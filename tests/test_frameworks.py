@@ -16,9 +16,11 @@ whose input tokens are what the fake bills for the recorded request (`fake_input
 fake's published rule) and whose token counts equal the usage the *framework itself* reports
 (two independent readings of the same response).
 
-Not covered here: tool loops and structured output. `FakeOpenAI` answers with plain text
-only (no tool-call / JSON-schema mode yet), so a framework's tool loop or output tool has no
-call to execute; hand-written replies would test the reply, not the framework.
+Tool loop: `FakeOpenAI` answers in text only (no tool-call / JSON-schema mode yet), so the
+openai-agents tool loop gets its tool-call reply from a replay (usage written by hand); the agent
+really runs the tool and the fake generates the answer. Not covered yet: structured output
+(pydantic-ai output tools, ``response_format`` JSON schemas) and tool loops for the other
+frameworks, which want that fake mode rather than more hand-written replies.
 
 The frameworks are the optional ``frameworks`` extra (``pip install -e ".[test,frameworks]"``);
 a test whose framework is not installed is skipped, saying so.
@@ -124,16 +126,22 @@ def _bare_then_metered(
     assert bare_bodies == bodies, "costmeter changed what the framework sent"
     assert bare == metered, "costmeter changed what the framework returned"
     assert [] == server.errors
+    assert 0 == server.pending_faults, "a queued replay was not used"
     events = calls(logs)
     assert len(events) == server.calls, "not one costmeter.call event per API call"
     return Run(metered, events, bodies, [r.path for r in server.requests])
 
 
-def _check_events(run: Run, api: str, model: str, usages: list[tuple[int, int]]) -> None:
-    """Each event: ok, reported usage, the fake's billed input, the framework's own usage."""
+def _check_events(
+    run: Run, api: str, model: str, usages: list[tuple[int, int]], *, replayed: int = 0
+) -> None:
+    """
+    Each event: ok, reported usage, the framework's own usage, and the input the fake bills
+    for the request it received (except the first *replayed* calls, answered by a replay).
+    """
     assert len(usages) == len(run.events)
-    for event, body, (framework_in, framework_out) in zip(
-        run.events, run.bodies, usages, strict=True
+    for i, (event, body, (framework_in, framework_out)) in enumerate(
+        zip(run.events, run.bodies, usages, strict=True)
     ):
         assert (api, model, "ok", "reported") == (
             event["api"],
@@ -141,7 +149,8 @@ def _check_events(run: Run, api: str, model: str, usages: list[tuple[int, int]])
             event["outcome"],
             event["usage_source"],
         )
-        assert fake_input_tokens(body, api) == event["input_tokens"]
+        if i >= replayed:
+            assert fake_input_tokens(body, api) == event["input_tokens"]
         assert (framework_in, framework_out) == (event["input_tokens"], event["output_tokens"])
         assert event["cost_usd"] > 0
 
@@ -316,3 +325,95 @@ def test_llm(server: FakeOpenAI, tmp_path: Path, monkeypatch: Any) -> None:
 
     assert run.summary["output"]
     _check_events(run, "chat.completions", "gpt-4o-mini", run.summary["per_call"])
+
+
+# ------------------------------------------------------------------------------- a tool loop
+
+#: Usage of the replayed tool-call reply, written by hand: the fake does not generate tool calls.
+TOOL_CALL_USAGE = (61, 17)
+
+
+def _tool_call_reply(model: str) -> dict[str, Any]:
+    """A Chat Completions reply asking for ``add(a=2, b=3)``, shaped like the API's."""
+    return {
+        "id": "chatcmpl-toolcall",
+        "object": "chat.completion",
+        "created": 1764763200,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_add_1",
+                            "type": "function",
+                            "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+                        }
+                    ],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": TOOL_CALL_USAGE[0],
+            "completion_tokens": TOOL_CALL_USAGE[1],
+            "total_tokens": sum(TOOL_CALL_USAGE),
+        },
+    }
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_openai_agents_tool_loop(server: FakeOpenAI, style: str) -> None:
+    """
+    An agent whose model calls a function tool, then answers: two API calls, two events.
+
+    The first reply (the tool call) is replayed, since the fake answers in text only; the
+    agent really executes the tool and sends its result back, and the second reply is the
+    fake's own. Both runs must call the tool with the same arguments and send the same bodies.
+    """
+    agents = _need("agents")
+    agents.set_tracing_disabled(True)
+    model = "gpt-4o-mini"
+
+    def workload(wiring: Wiring) -> Summary:
+        seen: list[tuple[int, int]] = []
+
+        @agents.function_tool
+        def add(a: int, b: int) -> int:
+            """Add two integers."""
+            seen.append((a, b))
+            return a + b
+
+        agent = agents.Agent(
+            name="adder",
+            instructions="Use the tool.",
+            tools=[add],
+            model=agents.OpenAIChatCompletionsModel(
+                model=model, openai_client=wiring.async_client()
+            ),
+        )
+        server.replay_next(_tool_call_reply(model), stream=False)
+        result = agents.Runner.run_sync(agent, "What is 2 + 3?")
+        usage = result.context_wrapper.usage
+        return {
+            "output": result.final_output,
+            "tool_calls": seen,
+            "usage": (usage.requests, usage.input_tokens, usage.output_tokens),
+            "per_call": [
+                (r.usage.input_tokens, r.usage.output_tokens) for r in result.raw_responses
+            ],
+        }
+
+    run = _bare_then_metered(server, style, workload)
+
+    assert [(2, 3)] == run.summary["tool_calls"]
+    assert run.summary["output"]
+    tool_result = {"role": "tool", "tool_call_id": "call_add_1", "content": "5"}
+    assert tool_result in run.bodies[1]["messages"]
+    assert TOOL_CALL_USAGE == run.summary["per_call"][0]
+    _check_events(run, "chat.completions", model, run.summary["per_call"], replayed=1)
