@@ -16,11 +16,12 @@ whose input tokens are what the fake bills for the recorded request (`fake_input
 fake's published rule) and whose token counts equal the usage the *framework itself* reports
 (two independent readings of the same response).
 
-Tool loop: `FakeOpenAI` answers in text only (no tool-call / JSON-schema mode yet), so the
-openai-agents tool loop gets its tool-call reply from a replay (usage written by hand); the agent
-really runs the tool and the fake generates the answer. Not covered yet: structured output
-(pydantic-ai output tools, ``response_format`` JSON schemas) and tool loops for the other
-frameworks, which want that fake mode rather than more hand-written replies.
+Tool calls and structured output: `FakeOpenAI` answers in text only (no tool-call / JSON-schema
+mode yet), so the reply that calls a tool is replayed (its usage written by hand, checked exactly)
+for the openai-agents tool loop (the agent really runs the tool and the fake generates the
+answer), langchain's ``bind_tools`` and pydantic-ai's output tool (structured output). Not covered
+yet: ``response_format`` JSON-schema output, tool calls on the Responses API and in streams,
+and llm's tools; those want that fake mode rather than more hand-written replies.
 
 The frameworks are the optional ``frameworks`` extra (``pip install -e ".[test,frameworks]"``);
 a test whose framework is not installed is skipped, saying so.
@@ -48,6 +49,22 @@ from .helpers import calls
 API_KEY = "sk-frameworks-suite"
 PROMPT = "Name three prime numbers, briefly."
 STYLES = ["client", "instrument"]
+
+#: Usage of the replayed tool-call replies, written by hand: the fake does not generate them.
+TOOL_CALL_USAGE = (61, 17)
+ADD_ARGUMENTS = '{"a": 2, "b": 3}'
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
 
 Summary = dict[str, Any]
 
@@ -77,10 +94,6 @@ class Wiring:
     def async_client(self) -> openai.AsyncOpenAI:
         cls = costmeter.AsyncOpenAI if self.injected else openai.AsyncOpenAI
         return cls(base_url=self.base_url, api_key=API_KEY, max_retries=0)
-
-
-def _instrumented() -> AbstractContextManager[Any]:
-    return costmeter.instrument()
 
 
 @dataclass
@@ -118,7 +131,9 @@ def _bare_then_metered(
     assert server.calls >= 1
 
     server.reset()
-    scope = _instrumented() if style == "instrument" else nullcontext()
+    scope: AbstractContextManager[Any] = (
+        costmeter.instrument() if style == "instrument" else nullcontext()
+    )
     with capture_logs() as logs, scope:
         metered = workload(Wiring(style, server.base_url))
     bodies = [r.json or {} for r in server.requests]
@@ -254,7 +269,8 @@ def test_pydantic_ai(server: FakeOpenAI, style: str) -> None:
 @pytest.mark.parametrize("style", STYLES)
 def test_langchain_openai(server: FakeOpenAI, style: str) -> None:
     """
-    ChatOpenAI: invoke, a streamed call and an async invoke: one event each, LangChain's usage.
+    ChatOpenAI: a bound tool's call (replayed reply), invoke, a streamed call and an async
+    invoke: one event each, LangChain's own usage, the same parsed tool call either way.
 
     Under ``client`` ChatOpenAI is given costmeter clients through its ``client``/``root_client``
     and ``async_client``/``root_async_client`` fields (it calls both levels); under
@@ -277,16 +293,20 @@ def test_langchain_openai(server: FakeOpenAI, style: str) -> None:
         chat = langchain_openai.ChatOpenAI(
             model="gpt-4o-mini", base_url=wiring.base_url, api_key=API_KEY, max_retries=0, **clients
         )
+        server.replay_next(_tool_call_reply("gpt-4o-mini", "add", ADD_ARGUMENTS), stream=False)
+        tool_message = chat.bind_tools([ADD_TOOL]).invoke("What is 2 + 3?")
         message = chat.invoke(PROMPT)
         chunks = list(chat.stream(PROMPT, stream_usage=True))
         amessage = asyncio.run(chat.ainvoke(PROMPT))
         [streamed] = [c.usage_metadata for c in chunks if c.usage_metadata]
+        replies = (tool_message.usage_metadata, message.usage_metadata, streamed)
         per_call = [
             (u["input_tokens"], u["output_tokens"])
-            for u in (message.usage_metadata, streamed, amessage.usage_metadata)
+            for u in (*replies, amessage.usage_metadata)
             if u is not None
         ]
         return {
+            "tool_calls": tool_message.tool_calls,
             "output": (message.content, "".join(str(c.content) for c in chunks), amessage.content),
             "per_call": per_call,
         }
@@ -294,8 +314,10 @@ def test_langchain_openai(server: FakeOpenAI, style: str) -> None:
     run = _bare_then_metered(server, style, workload)
 
     assert all(run.summary["output"])
-    _check_events(run, "chat.completions", "gpt-4o-mini", run.summary["per_call"])
-    assert [False, True, False] == [e["stream"] for e in run.events]
+    [tool_call] = run.summary["tool_calls"]
+    assert ("add", {"a": 2, "b": 3}) == (tool_call["name"], tool_call["args"])
+    _check_events(run, "chat.completions", "gpt-4o-mini", run.summary["per_call"], replayed=1)
+    assert [False, False, True, False] == [e["stream"] for e in run.events]
 
 
 # ------------------------------------------------------------------------------------------ llm
@@ -329,12 +351,9 @@ def test_llm(server: FakeOpenAI, tmp_path: Path, monkeypatch: Any) -> None:
 
 # ------------------------------------------------------------------------------- a tool loop
 
-#: Usage of the replayed tool-call reply, written by hand: the fake does not generate tool calls.
-TOOL_CALL_USAGE = (61, 17)
 
-
-def _tool_call_reply(model: str) -> dict[str, Any]:
-    """A Chat Completions reply asking for ``add(a=2, b=3)``, shaped like the API's."""
+def _tool_call_reply(model: str, name: str, arguments: str) -> dict[str, Any]:
+    """A Chat Completions reply calling one function tool, shaped like the API's."""
     return {
         "id": "chatcmpl-toolcall",
         "object": "chat.completion",
@@ -349,9 +368,9 @@ def _tool_call_reply(model: str) -> dict[str, Any]:
                     "refusal": None,
                     "tool_calls": [
                         {
-                            "id": "call_add_1",
+                            "id": f"call_{name}_1",
                             "type": "function",
-                            "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+                            "function": {"name": name, "arguments": arguments},
                         }
                     ],
                 },
@@ -397,7 +416,7 @@ def test_openai_agents_tool_loop(server: FakeOpenAI, style: str) -> None:
                 model=model, openai_client=wiring.async_client()
             ),
         )
-        server.replay_next(_tool_call_reply(model), stream=False)
+        server.replay_next(_tool_call_reply(model, "add", ADD_ARGUMENTS), stream=False)
         result = agents.Runner.run_sync(agent, "What is 2 + 3?")
         usage = result.context_wrapper.usage
         return {
@@ -416,4 +435,46 @@ def test_openai_agents_tool_loop(server: FakeOpenAI, style: str) -> None:
     tool_result = {"role": "tool", "tool_call_id": "call_add_1", "content": "5"}
     assert tool_result in run.bodies[1]["messages"]
     assert TOOL_CALL_USAGE == run.summary["per_call"][0]
+    _check_events(run, "chat.completions", model, run.summary["per_call"], replayed=1)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_pydantic_ai_structured_output(server: FakeOpenAI, style: str) -> None:
+    """
+    pydantic-ai structured output through its output tool: the validated object is the same
+    with and without costmeter, and the one call is metered at the reply's usage.
+
+    The reply calling pydantic-ai's ``final_result`` tool is replayed (the fake answers in
+    text only); pydantic-ai parses and validates it into the output type.
+    """
+    pydantic_ai = _need("pydantic_ai")
+    from pydantic import BaseModel
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    class Primes(BaseModel):
+        primes: list[int]
+
+    model = "gpt-4o-mini"
+
+    def workload(wiring: Wiring) -> Summary:
+        if wiring.injected:
+            provider = OpenAIProvider(openai_client=wiring.async_client())
+        else:
+            provider = OpenAIProvider(base_url=wiring.base_url, api_key=API_KEY)
+        agent = pydantic_ai.Agent(OpenAIChatModel(model, provider=provider), output_type=Primes)
+        server.replay_next(
+            _tool_call_reply(model, "final_result", '{"primes": [2, 3, 5]}'), stream=False
+        )
+        result = agent.run_sync(PROMPT)
+        usage = result.usage
+        if not hasattr(usage, "input_tokens"):
+            usage = usage()
+        return {"output": result.output, "per_call": [(usage.input_tokens, usage.output_tokens)]}
+
+    run = _bare_then_metered(server, style, workload)
+
+    assert Primes(primes=[2, 3, 5]) == run.summary["output"]
+    assert [TOOL_CALL_USAGE] == run.summary["per_call"]
+    assert "final_result" in str(run.bodies[0]["tools"])
     _check_events(run, "chat.completions", model, run.summary["per_call"], replayed=1)
