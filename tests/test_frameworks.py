@@ -200,30 +200,45 @@ def _agents_workload(model_class: str, model: str, *, run_async: bool) -> Any:
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_openai_agents(server: FakeOpenAI, style: str) -> None:
-    """An Agents SDK run over the Responses API (run_sync): one event, the run's own usage."""
-    workload = _agents_workload("OpenAIResponsesModel", "gpt-5-mini", run_async=False)
+@pytest.mark.parametrize(
+    ("model_class", "model", "run_async", "api"),
+    [
+        ("OpenAIResponsesModel", "gpt-5-mini", False, "responses"),
+        ("OpenAIChatCompletionsModel", "gpt-4o-mini", True, "chat.completions"),
+    ],
+    ids=["responses-run_sync", "chat-awaited"],
+)
+def test_openai_agents(
+    server: FakeOpenAI, style: str, model_class: str, model: str, run_async: bool, api: str
+) -> None:
+    """
+    An Agents SDK run, over the Responses API with run_sync and over Chat Completions awaited
+    in a running loop (the async client path): one event, the run's own usage.
+    """
+    workload = _agents_workload(model_class, model, run_async=run_async)
 
     run = _bare_then_metered(server, style, workload)
 
     assert run.summary["output"]
-    assert ["/v1/responses"] == run.paths
-    _check_events(run, "responses", "gpt-5-mini", run.summary["per_call"])
-
-
-@pytest.mark.parametrize("style", STYLES)
-def test_openai_agents_async_run(server: FakeOpenAI, style: str) -> None:
-    """The same agent on Chat Completions, awaited in a running loop (the async client path)."""
-    workload = _agents_workload("OpenAIChatCompletionsModel", "gpt-4o-mini", run_async=True)
-
-    run = _bare_then_metered(server, style, workload)
-
-    assert run.summary["output"]
-    assert ["/v1/chat/completions"] == run.paths
-    _check_events(run, "chat.completions", "gpt-4o-mini", run.summary["per_call"])
+    assert ["/v1/" + api.replace(".", "/")] == run.paths
+    _check_events(run, api, model, run.summary["per_call"])
 
 
 # -------------------------------------------------------------------------------- pydantic-ai
+
+
+def _pydantic_provider(wiring: Wiring) -> Any:
+    """Given a costmeter client under ``client``; else built from ``base_url``, the usual way."""
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    if wiring.injected:
+        return OpenAIProvider(openai_client=wiring.async_client())
+    return OpenAIProvider(base_url=wiring.base_url, api_key=API_KEY)
+
+
+def _pydantic_usage(result: Any) -> Any:
+    usage = result.usage  # a property in current pydantic-ai, a method before
+    return usage if hasattr(usage, "input_tokens") else usage()
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -237,19 +252,11 @@ def test_pydantic_ai(server: FakeOpenAI, style: str) -> None:
     pydantic_ai = _need("pydantic_ai")
     from pydantic_ai.messages import ModelResponse
     from pydantic_ai.models.openai import OpenAIChatModel
-    from pydantic_ai.providers.openai import OpenAIProvider
 
     def workload(wiring: Wiring) -> Summary:
-        if wiring.injected:
-            provider = OpenAIProvider(openai_client=wiring.async_client())
-        else:
-            provider = OpenAIProvider(base_url=wiring.base_url, api_key=API_KEY)
-        result = pydantic_ai.Agent(OpenAIChatModel("gpt-4o-mini", provider=provider)).run_sync(
-            PROMPT
-        )
-        usage = result.usage  # a property in current pydantic-ai, a method before
-        if not hasattr(usage, "input_tokens"):
-            usage = usage()
+        chat_model = OpenAIChatModel("gpt-4o-mini", provider=_pydantic_provider(wiring))
+        result = pydantic_ai.Agent(chat_model).run_sync(PROMPT)
+        usage = _pydantic_usage(result)
         responses = [m for m in result.all_messages() if isinstance(m, ModelResponse)]
         return {
             "output": result.output,
@@ -450,7 +457,6 @@ def test_pydantic_ai_structured_output(server: FakeOpenAI, style: str) -> None:
     pydantic_ai = _need("pydantic_ai")
     from pydantic import BaseModel
     from pydantic_ai.models.openai import OpenAIChatModel
-    from pydantic_ai.providers.openai import OpenAIProvider
 
     class Primes(BaseModel):
         primes: list[int]
@@ -458,18 +464,13 @@ def test_pydantic_ai_structured_output(server: FakeOpenAI, style: str) -> None:
     model = "gpt-4o-mini"
 
     def workload(wiring: Wiring) -> Summary:
-        if wiring.injected:
-            provider = OpenAIProvider(openai_client=wiring.async_client())
-        else:
-            provider = OpenAIProvider(base_url=wiring.base_url, api_key=API_KEY)
-        agent = pydantic_ai.Agent(OpenAIChatModel(model, provider=provider), output_type=Primes)
+        chat_model = OpenAIChatModel(model, provider=_pydantic_provider(wiring))
+        agent = pydantic_ai.Agent(chat_model, output_type=Primes)
         server.replay_next(
             _tool_call_reply(model, "final_result", '{"primes": [2, 3, 5]}'), stream=False
         )
         result = agent.run_sync(PROMPT)
-        usage = result.usage
-        if not hasattr(usage, "input_tokens"):
-            usage = usage()
+        usage = _pydantic_usage(result)
         return {"output": result.output, "per_call": [(usage.input_tokens, usage.output_tokens)]}
 
     run = _bare_then_metered(server, style, workload)
