@@ -596,3 +596,22 @@ class TestPriceShowsEveryRate:
             assert 0 == main(["price", model])
 
         assert line in [shown.strip() for shown in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("otel", [False, True])
+def test_report_by_budget_key(tmp_path: Any, otel: bool) -> None:
+    """`--by budget_key`: one row per key of a per-key budget, in either key style."""
+    events = make_events(30)
+    for i, event in enumerate(events):
+        event["budget"], event["budget_key"] = "per-user", ("alice", "bob", None)[i % 3]
+    if otel:
+        events = [otel_genai_keys(None, "info", dict(e)) for e in events]
+    log = tmp_path / "keys.jsonl"
+    log.write_text("".join(json.dumps(e, default=str) + "\n" for e in events))
+    out = io.StringIO()
+
+    with contextlib.redirect_stdout(out):
+        assert 0 == main(["report", str(log), "--by", "budget_key", "--format", "json"])
+
+    groups = {row["key"]: row["calls"] for row in json.loads(out.getvalue())["groups"]}
+    assert {"alice": 10, "bob": 10, "(none)": 10} == groups

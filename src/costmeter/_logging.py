@@ -66,6 +66,8 @@ from typing import IO, Any, Generic, TypeVar
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from costmeter._record import schema as record_schema
+
 __all__ = [
     "BUDGET_EXCEEDED",
     "BUDGET_THRESHOLD",
@@ -675,34 +677,10 @@ _OTEL_API_TYPES = {
     "chat.completions": "chat_completions",
     "embeddings": "embeddings",
 }
-# Keys of the costmeter.call contract without an OpenTelemetry name: prefixed with "costmeter.".
+# Every other key of the costmeter.call record (`costmeter._record.CallRecord`) is prefixed with
+# "costmeter.": derived from the record, so a new field gets its OTel name without an edit here.
 _COSTMETER_KEYS = frozenset(
-    {
-        "api",
-        "request_id",
-        "stream",
-        "background",
-        "outcome",
-        "error_type",
-        "web_search_calls",
-        "usage_source",
-        "usage_problem",
-        "estimated_input_tokens",
-        "estimate_complete",
-        "estimated_cost_usd",
-        "input_cost_usd",
-        "cached_input_cost_usd",
-        "cache_write_cost_usd",
-        "output_cost_usd",
-        "tool_cost_usd",
-        "price_source",
-        "priced_as",
-        "price_status",
-        "duration_ms",
-        "budget",
-        "budget_spent_usd",
-        "budget_remaining_usd",
-    }
+    name for name, _kind, _doc in record_schema() if name not in _OTEL_RENAMES and name != "tags"
 )
 
 

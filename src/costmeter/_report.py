@@ -267,6 +267,7 @@ FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("estimated_input_tokens", "costmeter.estimated_input_tokens"),
     ("cost_usd", "gen_ai.usage.cost.amount"),
     ("budget", "costmeter.budget"),
+    ("budget_key", "costmeter.budget_key"),
     ("api", "costmeter.api"),
     ("input_cost_usd", "costmeter.input_cost_usd"),
     ("cached_input_cost_usd", "costmeter.cached_input_cost_usd"),
@@ -300,7 +301,7 @@ MONEY_FIELDS = frozenset(
     }
 )
 OPTIONAL_FIELDS = frozenset(
-    {"timestamp", "tags", "budget", "api", "refused", *MONEY_FIELDS - {"cost_usd"}}
+    {"timestamp", "tags", "budget", "budget_key", "api", "refused", *MONEY_FIELDS - {"cost_usd"}}
 )
 #: ``by`` of a report grouped by UTC day and model at once (keys ``"<day> <model>"``).
 DAY_MODEL = "day+model"
@@ -333,6 +334,7 @@ class Fields:
     estimated_input_tokens: int | None
     cost_usd: Decimal | None
     budget: Any
+    budget_key: Any
     api: Any
     input_cost_usd: Decimal | None
     cached_input_cost_usd: Decimal | None
@@ -719,6 +721,8 @@ def _grouper(by: str) -> Callable[[Fields, datetime | None], str]:
         return lambda row, when: f"{_day_of(when)} {row.model or row.response_model or '(unknown)'}"
     if by == "budget":
         return lambda row, _when: str(row.budget or "(none)")
+    if by == "budget_key":  # per-key budgets: one row per user/team/tenant
+        return lambda row, _when: str(row.budget_key or "(none)")
     if by == "api":
         return lambda row, _when: str(row.api or "(unknown)")
     if by.startswith("tag:"):
@@ -817,7 +821,7 @@ def _wanted(
     if since is not None or until is not None or any(by in ("day", DAY_MODEL) for by in bys):
         wanted.add("timestamp")
     for by in bys:
-        if by in ("budget", "api"):
+        if by in ("budget", "budget_key", "api"):
             wanted.add(by)
         if by.startswith("tag:"):
             wanted.add("tags")

@@ -118,7 +118,7 @@ def _parse_when(text: str) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
 
 
-_BY_CHOICES = ("model", "day", "budget", "api", "tag:KEY", "none")
+_BY_CHOICES = ("model", "day", "budget", "budget_key", "api", "tag:KEY", "none")
 _CSV_KEY_WITHOUT_GROUPS = "group"  # the CSV key column's header for --by none (only TOTAL rows)
 
 
