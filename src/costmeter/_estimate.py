@@ -825,6 +825,11 @@ def estimate(*, model: str, api: str | None = None, **request_kwargs: Any) -> Es
         body.pop("messages", None)
     api = api if api is not None else _infer_api(model, body)
     estimator = _ESTIMATORS.get(api) if isinstance(api, str) else None
+    if estimator is None and isinstance(api, str):
+        from costmeter._endpoints import register_estimators  # noqa: PLC0415  (images, audio...)
+
+        register_estimators()
+        estimator = _ESTIMATORS.get(api)
     if estimator is None:
         raise ConfigurationError(
             f"estimate() does not know the api {api!r} (known: {sorted(_ESTIMATORS)})"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UNMETERED",
+    "register_estimators",
     "Endpoint",
     "FilePart",
     "Request",
@@ -245,3 +246,62 @@ def unmetered_api(method: str, path: str) -> str | None:
         if m == method and api not in metered and re.fullmatch(pattern, path):
             return api
     return None
+
+
+def register_estimators() -> None:
+    """
+    Make ``costmeter.estimate(api=...)`` cover every endpoint module (images, audio, batches,
+    ...) through its own `Endpoint.estimate`: the keyword arguments are the request body;
+    uploaded files (``file=``, ``image=``, ...) are read as they would be sent. Endpoints
+    ``estimate`` already knows keep their own estimator.
+    """
+    from costmeter._estimate import _ESTIMATORS, register_estimator  # noqa: PLC0415
+
+    for endpoint in _endpoints():
+        if endpoint.api in _ESTIMATORS or not endpoint.paths:
+            continue
+        register_estimator(endpoint.api, _estimator_of(endpoint))
+
+
+def _estimator_of(endpoint: Endpoint) -> Any:
+    from costmeter._estimate import Estimate  # noqa: PLC0415
+    from costmeter._flow import _peek  # noqa: PLC0415
+
+    method, pattern = endpoint.paths[0]
+
+    def estimator(body: dict[str, Any], model: str) -> Estimate:
+        files: list[FilePart] = []
+        fields: dict[str, Any] = {"model": model}
+        for key, value in body.items():
+            uploads = value if isinstance(value, list) and key in ("image", "file") else [value]
+            if key in ("file", "image", "mask", "audio") or any(
+                isinstance(v, (bytes, tuple)) or hasattr(v, "read") for v in uploads
+            ):
+                for upload in uploads:
+                    name, content = (upload[0], upload[1]) if isinstance(upload, tuple) else (
+                        getattr(upload, "name", None), upload)  # fmt: skip
+                    files.append(FilePart(key, name, _peek(content)))
+            else:
+                fields[key] = value
+        request = Request(
+            api=endpoint.api,
+            method=method,
+            path=pattern,
+            body=fields,
+            files=tuple(files),
+            stream=bool(fields.get("stream")),
+        )
+        reserve = endpoint.estimate(request)
+        return Estimate(
+            model=model,
+            input_tokens=reserve.input_tokens or 0,
+            max_output_tokens=0,
+            output_bound_from_request=False,
+            cost_usd=reserve.cost_usd,
+            complete=reserve.complete,
+            reasons=reserve.reasons,
+            price_source=None,
+            api=endpoint.api,
+        )
+
+    return estimator
