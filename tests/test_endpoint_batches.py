@@ -305,6 +305,7 @@ class TestReservation:
         [event] = batch_calls(logs)
         assert event["estimated_cost_usd"] is None
         assert event["estimate_complete"] is False
+        assert ["input_file_not_seen"] == event["estimate_reasons"]  # why nothing was reserved
         assert money(event["cost_usd"]) == CHAT_COST
 
 

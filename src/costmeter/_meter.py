@@ -708,6 +708,9 @@ class Call:
             estimated_input_tokens=None if estimate is None else estimate.input_tokens,
             estimated_cost_usd=None if estimate is None else estimate.cost_usd,
             estimate_complete=None if estimate is None else estimate.complete,
+            estimate_reasons=(
+                list(estimate.reasons) if estimate is not None and not estimate.complete else None
+            ),
             cost_usd=total,
             input_cost_usd=cost.input_usd if cost else None,
             cached_input_cost_usd=cost.cached_input_usd if cost else None,

@@ -81,6 +81,12 @@ class CallRecord:
     estimate_complete: bool | None = _f(
         "false when the request carries context the client cannot see", "bool \\| null"
     )
+    estimate_reasons: list[str] | None = _f(
+        "what the estimate could not see (`previous_response_id`, `input_file_not_seen`, ...); "
+        "with a null `estimated_cost_usd`, why no reservation was possible",
+        "list",
+        when="the estimate is incomplete",
+    )
     cost_usd: Decimal | None = _f(
         "the exact cost; null when it cannot be computed (see `price_status`)", "number \\| null"
     )
