@@ -751,3 +751,158 @@ def test_budget_factory_has_budgets_signature() -> None:
 
     assert inspect.signature(costmeter.Budget) == inspect.signature(costmeter.budget)
     assert isinstance(costmeter.budget("1", per="tag:team"), costmeter.Budget)
+
+
+# -- 9. background responses across processes sharing a ledger ------------------------------------
+
+_PROCESS = textwrap.dedent(
+    """
+    import sys
+    import costmeter
+
+    base_url, url, window, lease, first = sys.argv[1:6]
+    costmeter.register_prices({"gpt-4.1-mini": {"input": "0", "output": "1"}})
+    client = costmeter.OpenAI(api_key="k", base_url=base_url, max_retries=0)
+    budget = costmeter.budget(
+        "1", name="shared", ledger=url, window=window or None, lease_seconds=float(lease)
+    )
+    with budget:
+        response_id = first
+        if first == "create":
+            created = client.responses.create(
+                model="gpt-4.1-mini", input="hi", max_output_tokens=200, background=True,
+                extra_headers={"x-fake-output-tokens": "200"},
+            )
+            response_id = created.id
+            print(created.id, flush=True)
+            if sys.stdin.readline().strip() != "poll":  # else: the other processes have polled
+                print("DONE", flush=True)
+                raise SystemExit(0)
+        while client.responses.retrieve(response_id).status not in ("completed", "failed"):
+            pass
+        client.responses.retrieve(response_id)  # polled again
+    print("DONE", flush=True)
+    """
+)
+
+
+def _process(
+    server: FakeOpenAI, url: str, log: Path, first: str, *, window: str = "", lease: float = 600
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _PROCESS, server.base_url, url, window, str(lease), first],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COSTMETER_LOG_FILE": str(log)},
+    )
+
+
+def _finish(process: subprocess.Popen[str], stdin: str = "") -> None:
+    out, err = process.communicate(stdin, timeout=60)
+    assert out.endswith("DONE\n"), err
+
+
+def _call_events(*logs: Path) -> list[dict[str, Any]]:
+    return [
+        event
+        for log in logs
+        if log.exists()
+        for event in (
+            json.loads(line, parse_float=Decimal) for line in log.read_text().splitlines()
+        )
+        if event.get("event") == "costmeter.call"
+    ]
+
+
+def test_a_background_response_is_charged_once_across_processes(
+    server: FakeOpenAI, persistent_url: str, tmp_path: Path
+) -> None:
+    """
+    A web process creates a background response inside a budget and keeps running; two workers
+    (other processes, same ledger) poll it; then the creator polls it too. One ``costmeter.call``
+    event in all, one charge of the actual cost, and the creator's worst-case hold is gone.
+    """
+    logs = [tmp_path / f"{name}.jsonl" for name in ("web", "worker1", "worker2")]
+    web = _process(server, persistent_url, logs[0], "create")
+    assert web.stdout is not None
+    response_id = web.stdout.readline().strip()
+    assert response_id, web.stderr and web.stderr.read()
+    shared = costmeter.budget("1", name="shared", ledger=persistent_url)
+    assert (Decimal(0), Decimal(0)) == (shared.spent_usd, shared.calls)
+    assert shared.reserved_usd >= PER_CALL  # the creator's hold, under the response's id
+
+    _finish(_process(server, persistent_url, logs[1], response_id))
+    _finish(_process(server, persistent_url, logs[2], response_id))
+    _finish(web, "poll\n")
+
+    [event] = _call_events(*logs)
+    assert (response_id, "shared", PER_CALL) == (
+        event["response_id"],
+        event["budget"],
+        Decimal(event["cost_usd"]),
+    )
+    assert (PER_CALL, Decimal(0), 1) == (shared.spent_usd, shared.reserved_usd, shared.calls)
+
+
+def test_a_creators_expired_hold_is_corrected_by_the_poll(
+    server: FakeOpenAI, persistent_url: str, tmp_path: Path
+) -> None:
+    """
+    The creator exits before anyone polls and its hold outlives its lease: the hold is charged
+    its worst case, then the poll that sees the real cost replaces that charge (counted once,
+    at its actual cost). In a daily budget the response is charged to the day it was created,
+    whichever day it is polled.
+    """
+    log = tmp_path / "web.jsonl"
+    web = _process(server, persistent_url, log, "create", window="day", lease=60)
+    assert web.stdout is not None
+    response_id = web.stdout.readline().strip()
+    _finish(web, "exit\n")
+    assert [] == _call_events(log)
+    created_day = costmeter.budget("1", name="shared", ledger=persistent_url, window="day")
+    worst = created_day.reserved_usd
+    assert worst > PER_CALL
+
+    later = Clock(time.time() + 2 * 86400)  # two days on: the hold's lease has long passed
+    worker = costmeter.budget("1", name="shared", ledger=persistent_url, window="day", clock=later)
+    with _client(server) as client, capture_logs() as logs, worker:
+        while client.responses.retrieve(response_id).status != "completed":
+            pass
+    [event] = [e for e in logs if e["event"] == "costmeter.call"]
+    assert PER_CALL == Decimal(str(event["cost_usd"]))
+    assert (PER_CALL, Decimal(0), 1) == (
+        created_day.spent_usd,
+        created_day.reserved_usd,
+        created_day.calls,
+    )
+    assert (Decimal(0), 0) == (worker.spent_usd, worker.calls)  # the polling day: nothing
+
+
+def test_an_objects_charge_is_remembered_in_the_ledger_for_a_day(persistent_url: str) -> None:
+    """
+    What makes the charge once-only is stored in the ledger itself (so every process reads it):
+    a second settle of the same object charges nothing and says so, until the record is
+    forgotten a day later; a hold renamed to an object already charged is dropped.
+    """
+    now = Clock(time.time())
+    b = costmeter.budget("5", name="objects", ledger=persistent_url, clock=now)
+    creator = Reservation.take((b,), Decimal("0.25"), "gpt-x", sent=True)
+    creator.hold_as_object("resp_1", now.now)
+    assert Decimal("0.25") == b.reserved_usd
+
+    [first] = Reservation.for_object((b,), "resp_1", now.now, "gpt-x").settle_report(PER_CALL)
+    [again] = creator.settle_report(PER_CALL)
+    assert (False, True) == (first.duplicate, again.duplicate)
+    assert (PER_CALL, Decimal(0), 1) == (b.spent_usd, b.reserved_usd, b.calls)
+
+    late = Reservation.take((b,), Decimal("0.25"), "gpt-x", sent=True)
+    late.hold_as_object("resp_1", now.now)  # its object was charged: nothing stays held
+    assert Decimal(0) == b.reserved_usd
+
+    now.now += 86400 + 1
+    [forgotten] = Reservation.for_object((b,), "resp_1", now.now - 86401, "gpt-x").settle_report(
+        PER_CALL
+    )
+    assert (False, 2 * PER_CALL) == (forgotten.duplicate, b.spent_usd)

@@ -41,6 +41,8 @@ from costmeter._errors import BudgetExceededError, ConfigurationError, LedgerErr
 from costmeter._ledger import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LEDGER_TIMEOUT,
+    RECORD_SECONDS,
+    Hold,
     Ledger,
     WindowState,
     ledger_name,
@@ -414,25 +416,82 @@ class Budget:
         actual: Decimal,
         model: str | None,
         key: str | None,
+        *,
+        once: bool = False,
     ) -> Settled:
         """
         Release the hold and charge *actual* in the window the call was admitted in (its
         worst case was reserved there); a call admitted without a hold (fail-open) is charged
         in the current window. Returns the numbers this very transaction left.
+
+        *once* (an object's hold, see `_hold_as_object`): if any process already charged it,
+        charge nothing and say so (`Settled.duplicate`).
         """
         now = self._clock()
         if window is None:
             window = window_key(self._window, now, self._tz)
+        once_until = now + RECORD_SECONDS if once else None
 
         def change(state: WindowState) -> Settled:
             state.expire(now)
             crossed = state.charge(
-                hold_id, actual, model or "unknown", self._limit, self._thresholds
+                hold_id,
+                actual,
+                model or "unknown",
+                self._limit,
+                self._thresholds,
+                once_until=once_until,
             )
             self._remember(state)
-            return Settled(self, key, state.spent, state.remaining(self._limit), tuple(crossed))
+            return Settled(
+                self,
+                key,
+                state.spent,
+                state.remaining(self._limit),
+                tuple(crossed or ()),
+                duplicate=crossed is None,
+            )
 
         return self._transact(key, window, change, now)
+
+    def _object_window(self, created_at: float | None) -> str:
+        """
+        The window an object billed later (background response, batch) is held and charged
+        in: the one its ``created_at`` falls in, which every process polling it agrees on.
+        """
+        return window_key(
+            self._window, self._clock() if created_at is None else created_at, self._tz
+        )
+
+    def _hold_as_object(
+        self,
+        window: str,
+        hold_id: str,
+        object_window: str,
+        object_hold: str,
+        amount: Decimal,
+        model: str | None,
+        key: str | None,
+    ) -> None:
+        """
+        Keep a call's hold under its object's id (`object_hold_id`) in the object's window,
+        so whichever process sees the object finish settles it. Across windows the new hold is
+        taken before the old one goes (for an instant it is held twice: cautious, never short).
+        """
+        now = self._clock()
+        if object_window == window:
+            self._transact(key, window, lambda state: state.rename(hold_id, object_hold), now)
+            return
+
+        expires = None if self._lease is None else now + self._lease
+        hold = Hold(amount, expires, True, model or "unknown")
+
+        def put(state: WindowState) -> None:
+            if object_hold not in state.billed:  # else already charged by another process
+                state.holds[object_hold] = hold
+
+        self._transact(key, object_window, put, now)
+        self._release(window, hold_id, key)
 
     def _remember(self, state: WindowState) -> None:
         """Keep what a transaction saw, for when a persistent ledger cannot be read."""

@@ -24,7 +24,15 @@ called once the request left the process) is **charged** at its full worst case:
 billed that request, and the process that knew the real cost is gone. If that process was only
 slow and settles later after all, the settle corrects the charge to the actual cost (the expired
 hold leaves a ``late:`` record for a day, so the call is never counted twice).
-The lease must outlast the longest call (streams, background responses).
+The lease must outlast the longest call (streams); a background response may outlive it (see below).
+
+Objects billed later (background responses, batches) are held under their *object's* id
+(`object_hold_id`, ``obj:<id>``) once the create returns it, in the window of the object's
+``created_at``, so any process sharing the ledger — the web app that created it, the worker that
+polls it — settles the same hold, and a charge under an object id is remembered for a day
+(``billed:`` records): the first process to see the object finished charges it, the others find it
+billed and charge nothing. A creator's hold that outlives its lease is charged its worst case
+and corrected by the poll that sees the real cost (its ``late:`` record).
 
 Windows are calendar periods in a time zone (UTC unless configured): the window's start, as an
 ISO date-time with its UTC offset, is part of the ledger key (``day:2025-06-01T00:00+00:00``), so
@@ -57,6 +65,7 @@ from costmeter._money import money_math
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_LEDGER_TIMEOUT",
+    "RECORD_SECONDS",
     "Hold",
     "Ledger",
     "MemoryLedger",
@@ -66,6 +75,7 @@ __all__ = [
     "ledger_name",
     "memory_lock",
     "new_hold_id",
+    "object_hold_id",
     "open_ledger",
     "parse_window",
     "redact",
@@ -93,8 +103,9 @@ _WINDOW_KINDS = {
     "1mo": "month",
 }
 _WINDOW_KEY = re.compile(r"total|(hour|day|month):\d{4}-\d\d-\d\dT\d\d:\d\d[+-]\d\d:\d\d", re.ASCII)
-# How long an expired *sent* hold is remembered, so a late settle corrects its charge.
-_LATE_RECORD_S = 24 * 3600.0
+# How long an expired *sent* hold is remembered, so a late settle corrects its charge; and how
+# long an object's charge is, so another process's poll of it charges nothing.
+RECORD_SECONDS = 24 * 3600.0
 # One lock for every in-memory ledger, so a call can reserve across nested in-memory budgets
 # atomically without lock-ordering rules. Re-entrant: `Reservation` holds it around its loop.
 # Replaced in a forked child (see `_reinit_after_fork`): always look it up as
@@ -186,6 +197,12 @@ def new_hold_id() -> str:
     return f"{os.getpid()}-{secrets.token_hex(6)}"
 
 
+def object_hold_id(object_id: str) -> str:
+    """The hold id of an object billed later (a background response, a batch): the same in
+    every process that sees the object, so they all settle one hold and charge it once."""
+    return f"obj:{object_id}"
+
+
 @dataclass
 class WindowState:
     """
@@ -202,6 +219,7 @@ class WindowState:
     by_model: dict[str, Decimal] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
     late: dict[str, Late] = field(default_factory=dict)
+    billed: dict[str, float] = field(default_factory=dict)  # object hold id -> forget at
 
     @property
     def reserved(self) -> Decimal:
@@ -239,10 +257,13 @@ class WindowState:
                     hold = self.holds.pop(hold_id)
                     if hold.sent:
                         self._add_spend(hold.amount, hold.model, 1)
-                        self.late[hold_id] = Late(hold.amount, hold.model, now + _LATE_RECORD_S)
+                        self.late[hold_id] = Late(hold.amount, hold.model, now + RECORD_SECONDS)
         if self.late:
             for hold_id in [k for k, late in self.late.items() if late.forget_at <= now]:
                 del self.late[hold_id]
+        if self.billed:
+            for hold_id in [k for k, forget_at in self.billed.items() if forget_at <= now]:
+                del self.billed[hold_id]
         return gone
 
     def mark_sent(self, hold_id: str) -> None:
@@ -286,6 +307,13 @@ class WindowState:
         """Give a hold back without charging (a call refused by another budget)."""
         self.holds.pop(hold_id, None)
 
+    def rename(self, hold_id: str, new_id: str) -> Hold | None:
+        """Keep a hold under *new_id* (an object's id, once known); returns it, if it existed."""
+        hold = self.holds.pop(hold_id, None)
+        if hold is not None and new_id not in self.billed:  # else: already charged elsewhere
+            self.holds[new_id] = hold
+        return hold
+
     def charge(
         self,
         hold_id: str | None,
@@ -293,15 +321,25 @@ class WindowState:
         model: str,
         limit: Decimal,
         thresholds: tuple[Decimal, ...],
-    ) -> list[Decimal]:
+        *,
+        once_until: float | None = None,
+    ) -> list[Decimal] | None:
         """
         Release the call's hold (if it still exists) and charge *actual*.
 
         Returns the ``warn_at`` fractions this charge crossed: each is announced once per window,
         whichever process crosses it. A hold that expired after its request was sent was already
         charged its worst case (see `expire`): that charge is replaced by *actual*.
+
+        *once_until* (an object's hold): charge *hold_id* once — remember it until then, and
+        return ``None`` without charging if it was already charged (by any process).
         """
         self.limit = limit
+        if once_until is not None and hold_id is not None:
+            if hold_id in self.billed:
+                self.holds.pop(hold_id, None)
+                return None
+            self.billed[hold_id] = once_until
         with money_math():
             late = None if hold_id is None else self.late.pop(hold_id, None)
             if late is not None:
@@ -328,6 +366,7 @@ class WindowState:
             dict(self.by_model),
             {k: Hold(h.amount, h.expires, h.sent, h.model) for k, h in self.holds.items()},
             {k: Late(v.amount, v.model, v.forget_at) for k, v in self.late.items()},
+            dict(self.billed),
         )
 
     # -- storage form: flat str -> str fields (a Redis hash, SQLite rows) -------------------------
@@ -350,6 +389,8 @@ class WindowState:
             fields[f"hold:{hold_id}"] = f"{hold.amount} {expires} {sent} {hold.model}"
         for hold_id, late in self.late.items():
             fields[f"late:{hold_id}"] = f"{late.amount} {late.forget_at!r} {late.model}"
+        for hold_id, forget_at in self.billed.items():
+            fields[f"billed:{hold_id}"] = repr(forget_at)
         return fields
 
     @classmethod
@@ -380,6 +421,8 @@ class WindowState:
                     state.late[name[5:]] = Late(
                         _stored_amount(amount), model, _stored_time(forget_at)
                     )
+                elif name.startswith("billed:"):
+                    state.billed[name[7:]] = _stored_time(value)
                 elif name == "spent":
                     state.spent = _stored_amount(value)
                 elif name == "limit":

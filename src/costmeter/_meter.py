@@ -45,7 +45,7 @@ from costmeter._observe import Observation
 from costmeter._pricing import Cost, UnpricedTokensError, normalize_tier
 from costmeter._record import CallRecord
 from costmeter._tags import current_tags
-from costmeter._usage import Usage
+from costmeter._usage import Usage, field_of
 
 __all__ = [
     "CURRENT",
@@ -453,15 +453,23 @@ class Call:
         if self.lookup:
             self._finish_lookup(error)
             return
-        # A background object keeps running server-side even when our connection to its
-        # stream drops or the reading task is cancelled: it is billed when a lookup sees it end.
-        if seen.background and seen.response_id and seen.usage is None and not seen.terminal:
-            registry.add_pending(seen.response_id, self)
-            return
-        if seen.background and seen.response_id and not registry.claim(seen.response_id):
-            self.release()
-            return
+        if seen.background and seen.response_id:
+            if self.reservations:  # held under the object's id: any process may settle it
+                self.reservations[0].hold_as_object(seen.response_id, self._created_at())
+            # A background object keeps running server-side even when our connection to its
+            # stream drops or the reading task is cancelled: billed when a lookup sees it end.
+            if seen.usage is None and not seen.terminal:
+                registry.add_pending(seen.response_id, self)
+                return
+            if not registry.claim(seen.response_id):
+                self.release()
+                return
         self._settle_and_emit(error, abandoned)
+
+    def _created_at(self) -> float | None:
+        """When the object was created (the window it is charged in, in every process)."""
+        created = field_of(self.seen.final_response, "created_at")
+        return float(created) if isinstance(created, (int, float)) and created > 0 else None
 
     def _finish_lookup(self, error: BaseException | None) -> None:
         """A retrieve/cancel/replay: bills a background object the first time it is terminal."""
@@ -527,6 +535,8 @@ class Call:
             extra = ZERO if not lost_before else None if worst is None else worst * len(lost_before)
             whole = None if total is None or extra is None else total + extra
         charged, settled = self._charge(whole)
+        if settled and all(entry.duplicate for entry in settled):
+            return  # another process sharing the ledger charged (and logged) this object
         records = [
             self._record(
                 "error",
@@ -571,9 +581,12 @@ class Call:
             if not (self.lookup and self.budgets and total):
                 return total, []
             # A background response (or batch) created elsewhere — another process, a bare
-            # client — and first seen finished here: its cost is charged to this call's
-            # budgets, which held nothing for it.
-            self.reservations = [Reservation.take(self.budgets, ZERO, self.model, sent=True)]
+            # client — and first seen finished here: charged to this call's budgets, settling
+            # the creator's hold if it took one in a shared ledger, once per ledger.
+            object_id = self.seen.response_id or ""
+            self.reservations = [
+                Reservation.for_object(self.budgets, object_id, self._created_at(), self.model)
+            ]
         if total is None:
             with money_math():
                 total = sum((r.amount for r in self.reservations), ZERO)

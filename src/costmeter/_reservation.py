@@ -25,7 +25,8 @@ from typing import Any
 from costmeter import _ledger
 from costmeter._budget import Budget
 from costmeter._errors import BudgetExceededError, BudgetKeyMissingError, LedgerError
-from costmeter._ledger import new_hold_id
+from costmeter._ledger import new_hold_id, object_hold_id
+from costmeter._money import ZERO
 
 __all__ = ["Reservation", "Settled", "settle_async", "take_async"]
 
@@ -43,6 +44,8 @@ class Settled:
         crossed_thresholds: ``warn_at`` fractions this charge crossed (announced once each).
         recorded: ``False`` if the ledger could not be reached: the numbers are the last ones
             this process saw, and the charge is missing from the ledger (a warning said so).
+        duplicate: The call settles an object (background response, batch) that a process
+            sharing the ledger already charged: nothing was charged this time.
     """
 
     budget: Budget
@@ -51,6 +54,7 @@ class Settled:
     remaining_usd: Decimal
     crossed_thresholds: tuple[Decimal, ...] = ()
     recorded: bool = True
+    duplicate: bool = False
 
 
 def _distinct(budgets: Sequence[Budget]) -> tuple[Budget, ...]:
@@ -103,6 +107,8 @@ class Reservation:
     in_memory: bool = True  # no budget does ledger I/O: everything under one lock, inline
     # Per budget: the window holding this call, or None (its ledger was down and it fails open).
     windows: list[str | None] = field(default_factory=list)
+    # The object (background response, batch) the holds are kept under: charged once per ledger.
+    object_id: str | None = None
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -177,6 +183,63 @@ class Reservation:
         for b, warning in reservation.warned_in:
             b._alert_exceeded(warning, refused=False)
         return reservation
+
+    @classmethod
+    def for_object(
+        cls,
+        budgets: Sequence[Budget],
+        object_id: str,
+        created_at: float | None,
+        model: str | None,
+    ) -> Reservation:
+        """
+        What settles an object billed later that this call did not create (another process
+        did, or a bare client): its hold, if its creator took one in a shared ledger, and its
+        charge, once per ledger. A per-key budget with no key in this context is left out (the
+        object's key is the creator's; its hold then ends with its lease, charged).
+        """
+        distinct = [b for b in _distinct(budgets) if b.per is None or b._call_key() is not None]
+        return cls(
+            tuple(distinct),
+            ZERO,
+            model,
+            sent=True,
+            hold_id=object_hold_id(object_id),
+            budget_keys=tuple(b._call_key() for b in distinct),
+            in_memory=_in_memory(distinct),
+            windows=[b._object_window(created_at) for b in distinct],
+            object_id=object_id,
+        )
+
+    def hold_as_object(self, object_id: str, created_at: float | None) -> None:
+        """
+        The call created an object billed later (a background response, a batch): keep its
+        holds under the object's id, in the object's window, so that whichever process sharing
+        the ledger sees the object finish settles them, and the object is charged once.
+
+        Never raises: a ledger that cannot be reached keeps the hold under its own id (it ends
+        with its lease, charged its worst case, and the object is charged where it finishes).
+        """
+        with self._lock:
+            if self.settled or self.object_id is not None:
+                return
+            old_id = self.hold_id
+            self.hold_id, self.object_id = object_hold_id(object_id), object_id
+        with _ledger.memory_lock if self.in_memory else contextlib.nullcontext():
+            for i, (b, window, key) in enumerate(
+                zip(self.budgets, self.windows, self.budget_keys, strict=True)
+            ):
+                if window is None:
+                    continue
+                target = b._object_window(created_at)
+                try:
+                    b._hold_as_object(
+                        window, old_id, target, self.hold_id, self.amount, self.model, key
+                    )
+                    self.windows[i] = target
+                except LedgerError as exc:
+                    b._ledger_warning(exc, "hold_as_object", self.amount)
+                    self.windows[i] = None
 
     def _hold_in(self, b: Budget, key: str | None) -> BudgetExceededError | None:
         """Hold the amount in *b*; returns its refusal if it refuses (``raise`` mode)."""
@@ -267,8 +330,9 @@ class Reservation:
         with _ledger.memory_lock if self.in_memory else contextlib.nullcontext():
             for b, window, key in zip(self.budgets, self.windows, self.budget_keys, strict=True):
                 hold = None if window is None else self.hold_id
+                once = self.object_id is not None
                 try:
-                    results.append(b._charge(window, hold, actual, self.model, key))
+                    results.append(b._charge(window, hold, actual, self.model, key, once=once))
                 except LedgerError as exc:
                     b._ledger_warning(exc, "settle", actual)
                     results.append(b._last_seen(key))
