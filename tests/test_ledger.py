@@ -40,7 +40,8 @@ from structlog.testing import capture_logs
 import costmeter
 from costmeter import BudgetExceededError, ConfigurationError, LedgerError
 from costmeter._budget import Reservation
-from costmeter._ledger import open_ledger, window_end, window_key
+from costmeter._ledger import open_ledger
+from costmeter._windows import window_end, window_key
 from costmeter.cli import main
 from costmeter.testing import FakeOpenAI
 

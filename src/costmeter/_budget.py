@@ -13,7 +13,7 @@ bound otherwise).
 
 Where the numbers live is the budget's ledger (`costmeter._ledger`): this process's memory by
 default, or a SQLite file / Redis database shared by many processes, per calendar window. Every
-admission and threshold decision is made by `costmeter._ledger.WindowState`, whatever the ledger.
+admission and threshold decision is made by `costmeter._admission.WindowState`, whatever the ledger.
 A per-key budget (``per="tag:user"``) keeps one such state per key (per tag value) and window.
 The reserve/settle protocol itself is `costmeter._reservation`; alerts are `costmeter._alerts`.
 
@@ -36,24 +36,20 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from costmeter._admission import RECORD_SECONDS, Hold, WindowState
 from costmeter._alerts import AlertCallback, BudgetAlert, deliver
 from costmeter._errors import BudgetExceededError, ConfigurationError, LedgerError
 from costmeter._ledger import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LEDGER_TIMEOUT,
-    RECORD_SECONDS,
-    Hold,
     Ledger,
-    WindowState,
     ledger_name,
     open_ledger,
-    parse_window,
     redact,
-    window_end,
-    window_key,
 )
 from costmeter._money import money_math, parse_amount
 from costmeter._tags import current_tags
+from costmeter._windows import parse_window, window_end, window_key
 
 __all__ = [
     "Budget",

@@ -23,9 +23,9 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter import _ledger
+from costmeter._admission import new_hold_id, object_hold_id
 from costmeter._budget import Budget
 from costmeter._errors import BudgetExceededError, BudgetKeyMissingError, LedgerError
-from costmeter._ledger import new_hold_id, object_hold_id
 from costmeter._money import ZERO
 
 __all__ = ["Reservation", "Settled", "settle_async", "take_async"]

@@ -472,7 +472,8 @@ def _open_budget_ledger(args: argparse.Namespace) -> Any:
     (inspecting a budget must never create an empty ledger, e.g. at a mistyped path).
     """
     from costmeter._errors import ConfigurationError  # noqa: PLC0415
-    from costmeter._ledger import SQLiteLedger, open_ledger, sqlite_path  # noqa: PLC0415
+    from costmeter._ledger import open_ledger, sqlite_path  # noqa: PLC0415
+    from costmeter._ledger_sqlite import SQLiteLedger  # noqa: PLC0415
 
     try:
         if not args.ledger.lower().startswith("sqlite:"):
@@ -513,7 +514,7 @@ def _budget_windows(args: argparse.Namespace, ledger: Any) -> list[str]:
     """The windows to act on: the current one of ``--window``, or every recorded one."""
     from costmeter._budget import _zone  # noqa: PLC0415
     from costmeter._errors import ConfigurationError, LedgerError  # noqa: PLC0415
-    from costmeter._ledger import parse_window, window_key  # noqa: PLC0415
+    from costmeter._windows import parse_window, window_key  # noqa: PLC0415
 
     if args.window is None:
         try:
@@ -528,8 +529,9 @@ def _budget_windows(args: argparse.Namespace, ledger: Any) -> list[str]:
 
 
 def _cmd_budget_show(args: argparse.Namespace) -> int:
+    from costmeter._admission import WindowState  # noqa: PLC0415
     from costmeter._errors import LedgerError  # noqa: PLC0415
-    from costmeter._ledger import WindowState, redact  # noqa: PLC0415
+    from costmeter._ledger import redact  # noqa: PLC0415
 
     ledger = _open_budget_ledger(args)
     name = _budget_name(args)
