@@ -204,7 +204,7 @@ class TestSources:
 
     def test_tokencost_without_cached_price_bills_cached_at_full_rate(self) -> None:
         """Where tokencost publishes no cached price, cached tokens cost the full input rate."""
-        from costmeter._models import parse_model
+        from costmeter._model_names import parse_model
         from costmeter._pricing import _from_tokencost
 
         price = _from_tokencost(parse_model("gpt-4-turbo"), "default")
@@ -224,7 +224,7 @@ class TestSources:
 
     def test_tokencost_prices_embeddings_when_genai_prices_lacks_them(self) -> None:
         """tokencost's table is read (as data) and scaled to per-1M exactly."""
-        from costmeter._models import parse_model
+        from costmeter._model_names import parse_model
         from costmeter._pricing import _from_tokencost
 
         price = _from_tokencost(parse_model("gpt-5-2025-08-07"), "default")

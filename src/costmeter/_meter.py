@@ -39,7 +39,7 @@ from costmeter._errors import (
     UnknownModelError,
     UnpricedRequestError,
 )
-from costmeter._models import parse_model
+from costmeter._model_names import parse_model
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation
 from costmeter._pricing import Cost, UnpricedTokensError, normalize_tier

@@ -5,11 +5,14 @@ Source precedence (first that knows the model wins):
 
 1. **Overrides in code** — `register_prices()`.
 2. **Override file** — a TOML or JSON file named by ``COSTMETER_PRICES_FILE``.
-3. **genai-prices** — curated, dated price history, service-tier variants (flex, priority, fast,
+3. **Plugged-in sources** — `add_price_source()`: any object with a ``name`` and a
+   ``prices(model)`` method (`PriceSource`) answering with a `register_prices`-shaped entry, e.g.
+   an internal price list or a proxy's negotiated rates. Consulted in the order added.
+4. **genai-prices** — curated, dated price history, service-tier variants (flex, priority, fast,
    batch), long-context tiers, cache-write prices. Current prices win over stale ones: tokencost
    still has ``o1-mini-2024-09-12`` at its launch price ($3/$12 per 1M), genai-prices at today's
    $1.10/$4.40.
-4. **tokencost** — its bundled price table (read as data; ``import tokencost`` itself costs ~1.2 s
+5. **tokencost** — its bundled price table (read as data; ``import tokencost`` itself costs ~1.2 s
    and is never done), for models genai-prices lacks. Where it has no cached-input price, cached
    tokens are billed at the full input rate: a missing discount is never assumed to be free.
 
@@ -24,13 +27,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,15 +41,17 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from costmeter._errors import ConfigurationError, PricingError, UnknownModelError
-from costmeter._models import ModelName, parse_model
+from costmeter._model_names import ModelName, parse_model
 from costmeter._usage import usage_from
 
 __all__ = [
     "PRICES_FILE_ENV",
     "Cost",
-    "PricesFileError",
     "ModelPrice",
+    "PriceSource",
+    "PricesFileError",
     "UnpricedTokensError",
+    "add_price_source",
     "clear_price_overrides",
     "cost_of",
     "normalize_tier",
@@ -238,8 +243,7 @@ def register_prices(prices: Mapping[str, Mapping[str, object]]) -> None:
     }
     with _lock:
         _overrides.update(validated)
-    _cached_price.cache_clear()
-    _recent.clear()
+    _forget_prices()
 
 
 def clear_price_overrides() -> None:
@@ -247,8 +251,85 @@ def clear_price_overrides() -> None:
     with _lock:
         _overrides.clear()
     _file_overrides.cache_clear()
+    _forget_prices()
+
+
+@runtime_checkable
+class PriceSource(Protocol):
+    """
+    A source of prices to plug in with `add_price_source`: an internal price list, a gateway's
+    negotiated rates, a database. Answers are cached per (model, tier) until the sources
+    change (`add_price_source`, its remover, `clear_price_overrides`).
+
+    Attributes:
+        name: Shown as ``ModelPrice.source`` (and in events' pricing) for what it prices.
+    """
+
+    name: str
+
+    def prices(self, model: str) -> Mapping[str, object] | None:
+        """
+        The prices of *model*, in `register_prices`'s entry shape (``input`` and ``output``
+        required; ``cached_input``, ``cache_write``, ``audio_input``, ``audio_output``,
+        ``web_search_per_call``, ``tiers``), or ``None`` if this source does not know it.
+
+        *model* is normalised (lower case, router prefixes stripped, Azure spellings mapped);
+        a dated snapshot is asked for first by its dated name, then by its alias.
+        """
+
+
+_plugged: tuple[PriceSource, ...] = ()
+
+
+def add_price_source(source: PriceSource) -> Callable[[], None]:
+    """
+    Consult *source* for every model the code overrides and the price file do not price,
+    before the bundled sources (genai-prices, tokencost); sources added earlier come first.
+    Returns a function that removes it.
+
+    Raises:
+        ConfigurationError: *source* has no string ``name`` or no callable ``prices``.
+    """
+    global _plugged  # noqa: PLW0603
+    name = getattr(source, "name", None)
+    if not isinstance(name, str) or not name or not callable(getattr(source, "prices", None)):
+        raise ConfigurationError(
+            f"a price source needs a non-empty str `name` and a `prices(model)` method, "
+            f"got {source!r}"
+        )
+    with _lock:
+        _plugged = (*_plugged, source)
+    _forget_prices()
+
+    def remove() -> None:
+        global _plugged  # noqa: PLW0603
+        with _lock:
+            _plugged = tuple(item for item in _plugged if item is not source)
+        _forget_prices()
+
+    return remove
+
+
+def _forget_prices() -> None:
     _cached_price.cache_clear()
     _recent.clear()
+
+
+def _from_plugged(name: ModelName, tier: str) -> ModelPrice | None:
+    """The first plugged-in source's answer for *name*; a failing source is an error naming it
+    (never read as "no price known", which would price the model elsewhere)."""
+    for source in _plugged:
+        for key in name.candidates():
+            try:
+                entry = source.prices(key)
+            except Exception as exc:
+                raise PricingError(
+                    f"price source {source.name!r} failed for {key!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if entry is not None:
+                origin = f"price source {source.name!r}"
+                return _from_override(name, tier, _validate_entry(key, entry, origin), source.name)
+    return None
 
 
 class PricesFileError(ConfigurationError):
@@ -487,11 +568,15 @@ def _cached_price(model: str, tier: str, prices_file: str | None) -> ModelPrice:
             found = _from_override(name, tier, entry, f"file:{prices_file}")
             if found is not None:
                 return found
+    found = _from_plugged(name, tier)
+    if found is not None:
+        return found
     for source in (_from_genai, _from_tokencost):
         found = source(name, tier)
         if found is not None:
             return _with_audio_rates(found, name, tier)
-    raise UnknownModelError(model, _SOURCES, None if tier == "default" else tier)
+    sources = (*_SOURCES[:2], *(plugged.name for plugged in _plugged), *_SOURCES[2:])
+    raise UnknownModelError(model, sources, None if tier == "default" else tier)
 
 
 def _with_audio_rates(price: ModelPrice, name: ModelName, tier: str) -> ModelPrice:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from costmeter._models import parse_model
+from costmeter._model_names import parse_model
 from costmeter._money import money_math
 
 __all__ = ["UnitRates", "unit_rates"]
