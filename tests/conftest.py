@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 import costmeter
-import costmeter._logging
+import costmeter._events
 import costmeter._meter
 
 TRAFFIC = Path(__file__).parent / "fixtures" / "traffic"
@@ -90,7 +90,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 def _install_recorders() -> None:
     """Observe, never alter: costmeter's logger, metered request bodies, SDK client keys."""
-    costmeter._logging._logger = _RecordingLogger(costmeter._logging._logger)
+    costmeter._events._logger = _RecordingLogger(costmeter._events._logger)
     call_init = costmeter._meter.Call.__init__
 
     def recording_init(self: Any, route: Any, body: Any, *args: Any, **kwargs: Any) -> None:

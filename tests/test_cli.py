@@ -21,7 +21,7 @@ import pytest
 
 import costmeter
 from costmeter import _report, cli
-from costmeter._logging import otel_genai_keys
+from costmeter._otel_names import otel_genai_keys
 from costmeter._pricing import price_of
 from costmeter.cli import main
 

@@ -136,5 +136,12 @@ def test_readme_python_snippets_run(tmp_path: Path) -> None:
         )
     assert 0 == result.returncode, result.stderr
     # The values the pricing block documents in its comments (exact, offline).
-    for line in ("0.625 5 genai-prices", "0.014784", "13 0.040195 True", "2", "override", "acme-gateway"):
+    for line in (
+        "0.625 5 genai-prices",
+        "0.014784",
+        "13 0.040195 True",
+        "2",
+        "override",
+        "acme-gateway",
+    ):
         assert line in result.stdout.splitlines()

@@ -39,7 +39,7 @@ from tests.helpers import calls, money
 from tests.test_ledger import redis_server  # noqa: F401  (a fixture: a real redis-server)
 
 EXAMPLES = int(os.environ.get("COSTMETER_GUARANTEE_EXAMPLES", "12"))
-TIMEOUT = 0.4  # the client's timeout; a "lost" response is held longer than this
+TIMEOUT = 1.0  # the client's timeout (room for a loaded machine); a "lost" response is held 2 s
 PROMPT = "Answer in one word: what colour is the sky on a clear day? " * 3
 
 

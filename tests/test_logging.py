@@ -18,8 +18,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from costmeter import _logging
-from costmeter._logging import configure_from_env, emit, log_to, otel_genai_keys
+from costmeter import _events, _sinks
+from costmeter._events import emit
+from costmeter._otel_names import otel_genai_keys
+from costmeter._sinks import configure_from_env, log_to
 
 
 def call_fields(**overrides: Any) -> dict[str, Any]:
@@ -68,12 +70,12 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture(autouse=True)
 def _close_sinks() -> Iterator[None]:
     """Sinks a test registers are removed afterwards."""
-    before = _logging._sinks
+    before = _events._sinks
     yield
-    for sink in _logging._sinks:
+    for sink in _events._sinks:
         if sink not in before:
             sink.close()
-    _logging._env_sink = None
+    _sinks._env_sink = None
 
 
 @pytest.fixture
@@ -145,7 +147,7 @@ class TestLogToFile:
         emit("costmeter.call", call_fields())
 
         assert 1 == len(read_lines(path))
-        assert stop not in _logging._sinks
+        assert stop not in _events._sinks
 
     def test_processors_run_per_sink(self, tmp_path: Path, quiet: None) -> None:
         """A sink's processors rewrite only that sink's lines."""
@@ -171,7 +173,7 @@ class TestLogToFile:
         emit("costmeter.call", {"model": "gpt-5"})
 
         assert "" == dropped.read_text()
-        assert 0 == _logging._sinks[-2].failures
+        assert 0 == _events._sinks[-2].failures
         assert '"model": "gpt-5"' in rendered.read_text()
         assert rendered.read_text().endswith("}\n")
 
@@ -329,7 +331,7 @@ class TestSinkFailures:
         """A stream blocked forever costs emit() nothing: lines queue, then are dropped and counted."""
         stream = _BlockingStream()
         sink = log_to(stream)
-        count = _logging._STREAM_QUEUE_LINES + 2000
+        count = _sinks._STREAM_QUEUE_LINES + 2000
 
         try:
             finished = _in_thread(
@@ -377,11 +379,11 @@ class TestSinkFailures:
 
         structlog.configure(processors=[broken])
         log_to(tmp_path / "costs.jsonl")
-        before = _logging.structlog_failures
+        before = _events.structlog_failures
 
         emit("costmeter.call", call_fields())
 
-        assert before + 1 == _logging.structlog_failures
+        assert before + 1 == _events.structlog_failures
         assert 1 == len(read_lines(tmp_path / "costs.jsonl"))
 
 
@@ -541,7 +543,7 @@ class TestConfigureFromEnv:
         """The variable is read when the first event is emitted, not before."""
         path = tmp_path / "lazy.jsonl"
         monkeypatch.setenv("COSTMETER_LOG_FILE", str(path))
-        monkeypatch.setattr(_logging, "_env_read", False)
+        monkeypatch.setattr(_events, "_env_read", False)
 
         assert not path.exists()
         emit("costmeter.call", call_fields())
@@ -593,7 +595,7 @@ def _emit_while_blocked(count: int, release: threading.Event) -> bool:
         finished = _in_thread(lambda: [emit("costmeter.call", call_fields()) for _ in range(count)])
     finally:
         release.set()
-    assert _logging.flush(30)
+    assert _events.flush(30)
     return finished
 
 
@@ -603,7 +605,7 @@ def stdlib_costmeter() -> Iterator[logging.Logger]:
     logger = logging.getLogger("costmeter")
     level, handlers, propagate = logger.level, list(logger.handlers), logger.propagate
     yield logger
-    assert _logging.flush(30)
+    assert _events.flush(30)
     logger.setLevel(level)
     logger.handlers[:] = handlers
     logger.propagate = propagate
@@ -618,7 +620,7 @@ class TestDefaultDestination:
 
         emit("costmeter.call", call_fields())
         emit("costmeter.budget.exceeded", {"budget": "b", "refused": True})
-        assert _logging.flush(30)
+        assert _events.flush(30)
 
         assert ("", "") == tuple(capfd.readouterr())
 
@@ -631,7 +633,7 @@ class TestDefaultDestination:
 
         emit("costmeter.call", call_fields())
         emit("costmeter.warning", {"warning": "w"})
-        assert _logging.flush(30)
+        assert _events.flush(30)
 
         call, warning = handler.records
         assert (logging.INFO, logging.WARNING) == (call.levelno, warning.levelno)
@@ -684,7 +686,7 @@ class TestListeners:
     def test_listener_sees_every_event(self, quiet: None) -> None:
         """A listener gets each event's name and fields; removing it stops that."""
         seen: list[tuple[str, Any]] = []
-        remove = _logging.add_listener(lambda event, fields: seen.append((event, fields["model"])))
+        remove = _events.add_listener(lambda event, fields: seen.append((event, fields["model"])))
 
         emit("costmeter.call", call_fields())
         remove()
@@ -698,13 +700,13 @@ class TestListeners:
         def boom(_event: str, _fields: Any) -> None:
             raise RuntimeError("listener bug")
 
-        remove = _logging.add_listener(boom)
+        remove = _events.add_listener(boom)
         log_to(tmp_path / "costs.jsonl")
-        before = _logging.listener_failures
+        before = _events.listener_failures
         try:
             emit("costmeter.call", call_fields())
         finally:
             remove()
 
-        assert before + 1 == _logging.listener_failures
+        assert before + 1 == _events.listener_failures
         assert 1 == len(read_lines(tmp_path / "costs.jsonl"))

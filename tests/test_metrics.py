@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 import costmeter
 import costmeter._metrics
-from costmeter import _logging
+from costmeter import _events
 from costmeter.testing import FakeOpenAI
 
 from .helpers import response_body
@@ -210,14 +210,14 @@ def test_recording_failure_never_reaches_the_call(
 
             return Meter()
 
-    before = _logging.listener_failures
+    before = _events.listener_failures
     disable = costmeter.enable_metrics(Provider())
     try:
         _call(client, server)
     finally:
         disable()
 
-    assert before + 1 == _logging.listener_failures
+    assert before + 1 == _events.listener_failures
 
 
 def test_prometheus_text(client: costmeter.OpenAI, server: FakeOpenAI) -> None:

@@ -26,7 +26,7 @@ from openai.types.admin.organization.usage_costs_response import (
 
 import costmeter
 from costmeter import _reconcile
-from costmeter._logging import otel_genai_keys
+from costmeter._otel_names import otel_genai_keys
 from costmeter.cli import main
 from costmeter.testing import FakeOpenAI, bill
 

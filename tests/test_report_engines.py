@@ -19,7 +19,7 @@ import pytest
 
 import costmeter
 from costmeter import _report
-from costmeter._logging import _COSTMETER_KEYS, _OTEL_RENAMES, otel_genai_keys
+from costmeter._otel_names import _COSTMETER_KEYS, _OTEL_RENAMES, otel_genai_keys
 
 from .test_cli import NOISE, make_events, render
 

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     )
     from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
     from costmeter._instrument import instrument
-    from costmeter._logging import LogSink, log_to, otel_genai_keys
     from costmeter._meter import set_strict
     from costmeter._metrics import enable_metrics
+    from costmeter._otel_names import otel_genai_keys
     from costmeter._pricing import (
         Cost,
         ModelPrice,
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         price_of,
         register_prices,
     )
+    from costmeter._sinks import LogSink, log_to
     from costmeter._tags import tags
     from costmeter._tokenizer import count_tokens
     from costmeter._usage import Usage, UsageError
@@ -67,7 +68,7 @@ _LAZY: dict[str, str] = {
     "DEFAULT_MAX_OUTPUT_TOKENS": "_estimate",
     "Estimate": "_estimate",
     "LedgerError": "_errors",
-    "LogSink": "_logging",
+    "LogSink": "_sinks",
     "ModelPrice": "_pricing",
     "OpenAI": "_clients",
     "PriceSource": "_pricing",
@@ -86,8 +87,8 @@ _LAZY: dict[str, str] = {
     "enable_metrics": "_metrics",
     "estimate": "_estimate",
     "instrument": "_instrument",
-    "log_to": "_logging",
-    "otel_genai_keys": "_logging",
+    "log_to": "_sinks",
+    "otel_genai_keys": "_otel_names",
     "price_of": "_pricing",
     "register_prices": "_pricing",
     "set_strict": "_meter",

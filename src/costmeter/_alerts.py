@@ -122,7 +122,7 @@ atexit.register(wait_for_alerts, _EXIT_WAIT_S)
 
 
 def _warn(code: str, alert: BudgetAlert, exc: Exception | None) -> None:
-    from costmeter import _logging as log  # noqa: PLC0415
+    from costmeter import _events as log  # noqa: PLC0415
 
     fields: dict[str, object] = {
         "warning": code,

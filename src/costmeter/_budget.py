@@ -563,7 +563,7 @@ class Budget:
 
     def _ledger_warning(self, exc: LedgerError, stage: str, amount: Decimal) -> None:
         """Tell the operator a call went through without this budget's ledger knowing."""
-        from costmeter import _logging as log  # noqa: PLC0415
+        from costmeter import _events as log  # noqa: PLC0415
 
         log.emit(
             log.WARNING,

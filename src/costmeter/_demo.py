@@ -144,7 +144,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if not args.live:
         # Fake calls must not land in the user's real cost log.
-        from costmeter._logging import configure_from_env  # noqa: PLC0415
+        from costmeter._sinks import configure_from_env  # noqa: PLC0415
 
         env_sink = configure_from_env()
         if env_sink is not None:

@@ -29,7 +29,7 @@ from typing import Any
 from openai._models import FinalRequestOptions
 from openai.types.responses.input_token_count_response import InputTokenCountResponse
 
-from costmeter import _logging as _log
+from costmeter import _events as _log
 from costmeter._endpoints import FilePart, Request, endpoint_for, unmetered_api
 from costmeter._errors import UnpricedRequestError
 from costmeter._meter import CURRENT, Call, MeterConfig, report_internal_error, strict

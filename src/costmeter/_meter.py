@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from costmeter import _logging as _log
+from costmeter import _events as _log
 from costmeter._budget import Budget, Reservation, Settled, active_budgets
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import (

@@ -23,7 +23,7 @@ with the attributes ``model``, ``api``, ``budget`` and the tags whose keys were 
 ``tag_keys``. Attribute values come from bounded sets only (never response or request ids, never
 arbitrary tags), so the number of time series stays bounded.
 
-Metrics are recorded by a listener on costmeter's event path (`costmeter._logging.add_listener`)
+Metrics are recorded by a listener on costmeter's event path (`costmeter._events.add_listener`)
 on the calling thread; recording is an in-memory aggregation, and a failure in it is counted by
 the event path, never raised into the call.
 """
@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from costmeter import _logging as _log
+from costmeter import _events as _log
 
 __all__ = ["enable_metrics"]
 

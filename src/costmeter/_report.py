@@ -252,7 +252,7 @@ def event_time(value: object) -> datetime | None:
 # -- one line: the fields a report reads ---------------------------------------------------------
 
 #: (attribute, key in the default log style, key with `costmeter.otel_genai_keys`); the otel
-#: names mirror ``costmeter._logging._OTEL_RENAMES`` (a test keeps them in step).
+#: names mirror ``costmeter._otel_names._OTEL_RENAMES`` (a test keeps them in step).
 FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("model", "gen_ai.request.model"),
     ("response_model", "gen_ai.response.model"),
