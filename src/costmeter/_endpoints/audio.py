@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from costmeter._endpoints import Endpoint, FilePart, Request, Reserve
 from costmeter._endpoints._audiofile import worst_seconds
@@ -191,7 +191,7 @@ class TranscriptionEndpoint(Endpoint):
     """``POST /audio/transcriptions``: a file in, text out; billed by duration or tokens."""
 
     api = "audio.transcriptions"
-    paths = (("post", r"/audio/transcriptions"),)
+    paths: ClassVar[Sequence[tuple[str, str]]] = (("post", r"/audio/transcriptions"),)
 
     def estimate(self, request: Request) -> Reserve:
         """
@@ -200,15 +200,7 @@ class TranscriptionEndpoint(Endpoint):
         `AUDIO_TOKENS_PER_SECOND_BOUND` plus the prompt and a transcript bounded at
         `TEXT_TOKENS_PER_SECOND_BOUND`.
         """
-        part = _audio_file(request)
-        seconds, exact = worst_seconds(part.content if part is not None else None)
-        reasons: list[str] = []
-        if part is None:
-            reasons.append("no audio file in the request: bounded by the 25 MB upload limit")
-        elif part.content is None:
-            reasons.append("audio file not readable before sending: 25 MB upload limit bound")
-        elif not exact:
-            reasons.append("audio duration not readable: bounded from the file size")
+        seconds, reasons = self.audio_seconds(request)
         model, rates = _rates_for(request)
         rate = _seconds_rate(rates)
         if rate is not None and rates is not None:
@@ -230,6 +222,22 @@ class TranscriptionEndpoint(Endpoint):
         return Reserve(
             cost, input_tokens=audio + prompt, complete=not reasons, reasons=tuple(reasons)
         )
+
+    def audio_seconds(self, request: Request) -> tuple[Fraction, list[str]]:
+        """
+        The longest the request's audio can play, and why that is not exact (no reasons: read
+        from the uploaded file's header).
+        """
+        part = _audio_file(request)
+        seconds, exact = worst_seconds(part.content if part is not None else None)
+        reasons: list[str] = []
+        if part is None:
+            reasons.append("no audio file in the request: bounded by the 25 MB upload limit")
+        elif part.content is None:
+            reasons.append("audio file not readable before sending: 25 MB upload limit bound")
+        elif not exact:
+            reasons.append("audio duration not readable: bounded from the file size")
+        return seconds, reasons
 
     @staticmethod
     def _prompt(request: Request) -> str:
@@ -276,12 +284,11 @@ class TranscriptionEndpoint(Endpoint):
         prompt's tokens, and the transcript's tokens (when the client saw no transcript, a
         typical 150 words a minute).
         """
-        part = _audio_file(request)
         reported = field_of(seen.final_response, "duration")
         if isinstance(reported, (int, float)) and not isinstance(reported, bool) and reported >= 0:
             seconds: Fraction | Decimal = parse_amount(reported, "duration")
         else:
-            seconds = worst_seconds(part.content if part is not None else None)[0]
+            seconds = self.audio_seconds(request)[0]
         model, rates = _rates_for(request)
         if _seconds_rate(rates) is not None:
             return Usage(audio_seconds=_whole_seconds(seconds))

@@ -31,6 +31,18 @@ Images sent in items are not counted (``images_not_counted``).
 
 **Responses over WebSocket** bill exactly like ``POST /responses``: the ``response.create``
 event's fields are the request body.
+
+**Input audio transcription** (api ``realtime.transcription``): a transcription session
+(``type: "transcription"``, ``intent=transcription``) — or a conversation session with
+``audio.input.transcription`` turned on — transcribes each committed audio item on a separate
+ASR model, billed "according to the ASR model's pricing rather than the realtime model's"
+(SDK: ``ConversationItemInputAudioTranscriptionCompletedEvent.usage``). Each
+``conversation.item.input_audio_transcription.completed`` event is one call, priced like
+``audio.transcriptions`` from its usage (``type: "tokens"`` at the model's text/audio rates,
+``type: "duration"`` per second). The model is the session's transcription model. The server
+starts transcriptions itself, so nothing can be refused; the call reserves what the budgets
+allow of its worst case: all the audio the connection appended since the last transcription,
+bounded like an uploaded file of that length.
 """
 
 from __future__ import annotations
@@ -39,9 +51,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from costmeter._endpoints import Endpoint, Request, Reserve
+from costmeter._endpoints.audio import TranscriptionEndpoint
 from costmeter._endpoints.responses import Responses
 from costmeter._errors import UnknownModelError
 from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS
@@ -56,6 +70,7 @@ __all__ = [
     "CONVERSATION_KEY",
     "ENDPOINTS",
     "Realtime",
+    "RealtimeTranscription",
     "RealtimeUsage",
     "ResponsesWebSocket",
     "realtime_usage",
@@ -237,9 +252,33 @@ class ResponsesWebSocket(Endpoint):
         return _HTTP_RESPONSES.price(model, usage, request, service_tier)
 
 
+class RealtimeTranscription(TranscriptionEndpoint):
+    """One input audio transcription of a Realtime session (see the module docstring)."""
+
+    api = "realtime.transcription"
+    paths = ()  # no HTTP request carries it: `costmeter._realtime` drives it
+
+    def audio_seconds(self, request: Request) -> tuple[Fraction, list[str]]:
+        """The audio appended since the last transcription: no item can be longer."""
+        sent = request.body.get(CONVERSATION_KEY)
+        seconds = sent.get("audio_seconds") if isinstance(sent, Mapping) else None
+        try:
+            return max(Fraction(str(seconds)), Fraction(0)), ["server_side_audio_items"]
+        except (ValueError, ZeroDivisionError):
+            return Fraction(0), ["server_side_audio_items", "audio_not_seen"]
+
+    def observe(self, seen: Observation, obj: Any) -> None:
+        """A ``...input_audio_transcription.completed`` event: the transcript and its usage."""
+        item = field_of(obj, "item_id")
+        seen.response_id = item if isinstance(item, str) else seen.response_id  # no response
+        transcript = field_of(obj, "transcript")
+        text = transcript if isinstance(transcript, str) else ""
+        super().observe(seen, {"text": text, "usage": field_of(obj, "usage")})
+
+
 def audio_tokens(byte_count: int, bytes_per_second: int) -> int:
     """Audio input tokens of *byte_count* bytes of audio (`AUDIO_TOKENS_PER_SECOND`), rounded up."""
     return math.ceil(byte_count * AUDIO_TOKENS_PER_SECOND / max(bytes_per_second, 1))
 
 
-ENDPOINTS = (Realtime(), ResponsesWebSocket())
+ENDPOINTS = (Realtime(), ResponsesWebSocket(), RealtimeTranscription())
