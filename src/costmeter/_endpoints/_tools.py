@@ -25,6 +25,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from costmeter._endpoints._common import count
 from costmeter._endpoints._websearch import counted_searches, variant_rates
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation
@@ -106,14 +107,9 @@ def with_tool_usage(seen: Observation) -> None:
         usage,
         file_search_calls=file_searches,
         container_sessions=len(containers),
-        image_gen_input_tokens=_count(image_gen, "input_tokens"),
-        image_gen_output_tokens=_count(image_gen, "output_tokens"),
+        image_gen_input_tokens=max(count(image_gen, "input_tokens"), 0),
+        image_gen_output_tokens=max(count(image_gen, "output_tokens"), 0),
     )
-
-
-def _count(obj: Any, key: str) -> int:
-    value = field_of(obj, key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def tool_fees(usage: Usage, body: Mapping[str, Any]) -> Decimal:

@@ -48,11 +48,12 @@ from typing import Any, ClassVar
 
 from costmeter._endpoints import Endpoint, FilePart, Request, Reserve
 from costmeter._endpoints._audiofile import worst_seconds
+from costmeter._endpoints._common import first_rates, parts_cost
 from costmeter._errors import ConfigurationError, PricingError, UnknownModelError
 from costmeter._money import ZERO, money_math, parse_amount
 from costmeter._observe import Observation, field_of
 from costmeter._pricing import Cost, ModelPrice, cost_of, price_of
-from costmeter._rates import UnitRates, unit_rates
+from costmeter._rates import UnitRates
 from costmeter._usage import Usage
 
 __all__ = [
@@ -103,11 +104,8 @@ def _texts(value: object) -> list[str]:
 def _rates_for(request: Request, model: str | None = None) -> tuple[str, UnitRates | None]:
     """The model to price by and genai-prices' unit rates for it (first name that has them)."""
     names = (model, *request.price_models()) if model else request.price_models()
-    for name in names:
-        rates = unit_rates(name)
-        if rates is not None:
-            return name, rates
-    return (names[0] if names else ""), None
+    found = first_rates(names)
+    return found if found is not None else ((names[0] if names else ""), None)
 
 
 def _seconds_rate(rates: UnitRates | None) -> Decimal | None:
@@ -128,16 +126,10 @@ def _unit_cost(quantity: Decimal | int, rate: Decimal, rates: UnitRates, *, audi
     """The cost of an input billed per unit (seconds of *audio*, or characters of text)."""
     with money_math():
         amount = quantity * rate
-    return Cost(
-        input_usd=amount,
-        cached_input_usd=ZERO,
-        cache_write_usd=ZERO,
-        output_usd=ZERO,
-        tool_usd=ZERO,
-        total_usd=amount,
-        price_source=rates.source,
+    return parts_cost(
+        source=rates.source,
         priced_as=rates.priced_as,
-        service_tier="default",
+        input_usd=amount,
         audio_input_usd=amount if audio else ZERO,
     )
 

@@ -55,6 +55,7 @@ from fractions import Fraction
 from typing import Any
 
 from costmeter._endpoints import Endpoint, Request, Reserve
+from costmeter._endpoints._common import count, parts_cost
 from costmeter._endpoints.audio import TranscriptionEndpoint
 from costmeter._endpoints.responses import Responses
 from costmeter._errors import UnknownModelError
@@ -93,24 +94,19 @@ class RealtimeUsage(Usage):
     cached_image_input_tokens: int = 0
 
 
-def _n(obj: Any, key: str) -> int:
-    value = field_of(obj, key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def realtime_usage(usage: Any) -> RealtimeUsage:
     """A Realtime ``response.done`` usage (SDK model or dict) as a `RealtimeUsage`."""
     details = field_of(usage, "input_token_details")
     cached = field_of(details, "cached_tokens_details")
     out = field_of(usage, "output_token_details")
-    cached_audio, cached_image = _n(cached, "audio_tokens"), _n(cached, "image_tokens")
+    cached_audio, cached_image = count(cached, "audio_tokens"), count(cached, "image_tokens")
     return RealtimeUsage(
-        input_tokens=_n(usage, "input_tokens"),
-        cached_input_tokens=max(_n(details, "cached_tokens"), cached_audio + cached_image),
-        output_tokens=_n(usage, "output_tokens"),
-        audio_input_tokens=_n(details, "audio_tokens"),
-        image_input_tokens=_n(details, "image_tokens"),
-        audio_output_tokens=_n(out, "audio_tokens"),
+        input_tokens=count(usage, "input_tokens"),
+        cached_input_tokens=max(count(details, "cached_tokens"), cached_audio + cached_image),
+        output_tokens=count(usage, "output_tokens"),
+        audio_input_tokens=count(details, "audio_tokens"),
+        image_input_tokens=count(details, "image_tokens"),
+        audio_output_tokens=count(out, "audio_tokens"),
         cached_audio_input_tokens=cached_audio,
         cached_image_input_tokens=cached_image,
     )
@@ -221,14 +217,12 @@ class Realtime(Endpoint):
                 audio_out * _rate(rates, "output_audio_tokens", kind="audio") if audio_out else ZERO
             )
             output_usd = text_out * _rate(rates, "output_tokens", kind="text") + audio_out_usd
-            total = input_usd + cached_usd + output_usd
-        # input, cached reads, cache writes, output, tools, total, source, model, tier
-        parts = (input_usd, cached_usd, ZERO, output_usd, ZERO, total)
-        return Cost(
-            *parts,
-            rates.source,
-            rates.priced_as,
-            "default",
+        return parts_cost(
+            source=rates.source,
+            priced_as=rates.priced_as,
+            input_usd=input_usd,
+            cached_input_usd=cached_usd,
+            output_usd=output_usd,
             audio_input_usd=audio_in_usd,
             audio_output_usd=audio_out_usd,
         )
