@@ -38,7 +38,7 @@ class Responses(TextEndpoint):
             per_search = (
                 search_worst_case(
                     request.body,
-                    request.model or "",
+                    price.priced_as,  # the canonical name (a dated or Azure name is not)
                     price.web_search_per_call,
                     price.input_per_mtok,
                 )
@@ -61,7 +61,7 @@ class Responses(TextEndpoint):
             with money_math():
                 fees += search_fee(
                     request.body,
-                    model,
+                    rates.priced_as,
                     searches,
                     usage.input_tokens,
                     rates.web_search_per_call,
