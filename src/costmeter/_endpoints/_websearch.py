@@ -24,8 +24,8 @@ How costmeter applies it:
   at the dearer. Reasoning models are the o-series, gpt-5* and later (costmeter's one rule,
   shared with the estimator).
 * Billable calls are ``tool_usage.web_search.num_requests`` ("discounted searches and actions
-  such as opening a page are excluded"). A response without that field (responses before
-  2026) bills no search fee: its ``web_search_call`` items are not counted, because the
+  such as opening a page are excluded"). An older response without that field (2025
+  recordings) bills no search fee: its ``web_search_call`` items are not counted, because the
   recorded-traffic replay tests pin such responses' cost to their token usage alone.
 * Content tokens billed at model rates arrive inside the response's ``input_tokens`` and are
   priced with them; the free ones of the non-reasoning preview are not in ``input_tokens``
