@@ -14,16 +14,17 @@ appended since the last commit S seconds (pcm16, 24 kHz: 48,000 bytes a second),
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from structlog.testing import capture_logs
 
 import costmeter
 from costmeter.testing import FakeRealtime
 from tests.helpers import calls, money
+from tests.test_endpoint_realtime import _client, _until, server
+
+__all__ = ["server"]  # the loopback FakeRealtime fixture, shared
 
 M = Decimal(1_000_000)
 DONE = "conversation.item.input_audio_transcription.completed"
@@ -32,29 +33,6 @@ DONE = "conversation.item.input_audio_transcription.completed"
 def seconds_of_audio(seconds: float) -> str:
     """Base64 of *seconds* of pcm16 at 24 kHz: 48,000 bytes (64,000 base64 characters) a second."""
     return "A" * int(64_000 * seconds)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeRealtime]:
-    with FakeRealtime() as fake:
-        yield fake
-
-
-def _client(server: FakeRealtime, cls: Any) -> Any:
-    return cls(
-        api_key="test",
-        base_url="http://127.0.0.1:9/v1",
-        websocket_base_url=server.ws_url,
-        max_retries=0,
-        always_estimate=True,
-    )
-
-
-def _until(connection: Any, kind: str) -> None:
-    for event in connection:
-        if event.type == kind:
-            return
-    raise AssertionError(f"connection closed before {kind}")
 
 
 def _transcription(model: str, prompt: str | None = None) -> dict[str, Any]:
