@@ -267,3 +267,14 @@ def test_price_shows_each_variant(model: str, line: str) -> None:
         assert 0 == main(["price", model])
 
     assert line in [shown.strip() for shown in out.getvalue().splitlines()]
+
+
+def test_price_lists_no_web_search_for_models_without_it() -> None:
+    """An embedding model has no web search tool: no variant is listed."""
+    from costmeter.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert 0 == main(["price", "text-embedding-3-small"])
+
+    assert "web_search" not in out.getvalue()

@@ -158,11 +158,13 @@ def hosted_tool_rates(model: str, web_search_per_call: Decimal | None) -> dict[s
     """
     Every hosted-tool rate a Responses call on *model* can be billed, as ``{what: "$X / unit"}``
     (for ``costmeter price``): each web search variant, file search, each container tier.
-    *web_search_per_call* is the price source's own per-search rate for the model, if any.
+    *web_search_per_call* is the price source's own per-search rate for the model: the web
+    search variants are listed only for a model the source prices searches for (the sign that
+    it offers the tool; gpt-3.5, embeddings and realtime models do not).
     """
     rates = {
         rate.variant.split(" ")[0]: f"${rate.per_call:f} / call + content tokens: {rate.content}"
-        for rate in variant_rates(model, web_search_per_call)
+        for rate in (variant_rates(model, web_search_per_call) if web_search_per_call else ())
     }
     rates["file search"] = f"${FILE_SEARCH_PER_CALL:f} / call"
     for memory, per_session in CONTAINER_PER_SESSION.items():
