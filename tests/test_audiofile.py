@@ -140,3 +140,79 @@ class TestBounds:
     def test_broken_headers_read_as_unknown(self, data: bytes) -> None:
         assert audio_seconds(data) is None
         assert (Fraction(len(data), 750), False) == worst_seconds(data)
+
+
+# -- WebM / Matroska, built from the EBML and Matroska element specifications ---------------------
+
+
+def _ebml(element: int, payload: bytes, *, unknown_size: bool = False) -> bytes:
+    """One EBML element: its ID (length marker kept), a size VINT (8 bytes of ones if unknown)."""
+    ident = element.to_bytes((element.bit_length() + 7) // 8, "big")
+    if unknown_size:
+        return ident + b"\x01\xff\xff\xff\xff\xff\xff\xff" + payload
+    if len(payload) < 0x7F:
+        return ident + bytes([0x80 | len(payload)]) + payload
+    return ident + (0x4000 | len(payload)).to_bytes(2, "big") + payload
+
+
+def webm_file(
+    duration: bytes | None,
+    *,
+    scale: int | None = None,
+    doc_type: bytes = b"webm",
+    live: bool = False,
+) -> bytes:
+    """
+    EBML header (DocType), then a Segment: SeekHead, Void, Info (TimecodeScale 0x2AD7B1, Duration
+    0x4489, MuxingApp), Tracks and one Cluster of 200 payload bytes. *duration* is the raw float.
+    """
+    header = _ebml(0x1A45DFA3, _ebml(0x4286, b"\x01") + _ebml(0x4282, doc_type))
+    info = b"" if scale is None else _ebml(0x2AD7B1, scale.to_bytes(4, "big"))
+    info += b"" if duration is None else _ebml(0x4489, duration)
+    info += _ebml(0x4D80, b"costmeter tests")
+    cluster = _ebml(0x1F43B675, _ebml(0xE7, b"\0") + _ebml(0xA3, b"\0" * 200), unknown_size=live)
+    body = _ebml(0x114D9B74, b"") + _ebml(0xEC, b"\0" * 4) + _ebml(0x1549A966, info)
+    body += _ebml(0x1654AE6B, b"\0" * 8) + cluster
+    return header + _ebml(0x18538067, body, unknown_size=live)
+
+
+def _cut_in_duration(data: bytes) -> bytes:
+    """*data* cut 4 bytes into the Duration element's 8-byte float."""
+    return data[: data.index(b"\x44\x89") + 3 + 4]
+
+
+class TestWebm:
+    def test_default_scale_is_milliseconds(self) -> None:
+        """No TimecodeScale: 1,000,000 ns a tick, so Duration 2500.0 is 2.5 s."""
+        data = webm_file(struct.pack(">d", 2500.0))
+        assert (Fraction(5, 2), True) == worst_seconds(data)
+
+    def test_float32_duration_and_explicit_scale(self) -> None:
+        """TimecodeScale 1,000 ns (microsecond ticks), Duration 3,000,000.0 as float32: 3 s."""
+        data = webm_file(struct.pack(">f", 3_000_000.0), scale=1_000)
+        assert Fraction(3) == audio_seconds(data)
+
+    def test_matroska_recorded_live(self) -> None:
+        """A Matroska file whose Segment and Cluster sizes are unknown (live muxing)."""
+        data = webm_file(struct.pack(">d", 61_250.0), doc_type=b"matroska", live=True)
+        assert Fraction(245, 4) == audio_seconds(data)
+
+    def test_no_duration_falls_back_to_the_size_bound(self) -> None:
+        """A browser MediaRecorder WebM carries no Duration: bytes / 750 seconds, not exact."""
+        data = webm_file(None, live=True)
+        assert audio_seconds(data) is None
+        assert (Fraction(len(data), 750), False) == worst_seconds(data)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            webm_file(struct.pack(">d", 2500.0), doc_type=b"mkv3d"),  # not WebM/Matroska
+            _cut_in_duration(webm_file(struct.pack(">d", 2500.0))),
+            webm_file(struct.pack(">d", float("inf"))),
+            webm_file(struct.pack(">d", -5.0)),
+            webm_file(b"\0\0\0"),  # a 3-byte float is no float
+        ],
+    )
+    def test_broken_webm_reads_as_unknown(self, data: bytes) -> None:
+        assert audio_seconds(data) is None
+        assert (Fraction(len(data), 750), False) == worst_seconds(data)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import wave
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,7 @@ from costmeter.testing import FakeOpenAI
 
 from . import endpoint_fixtures
 from .helpers import calls, money
+from .test_audiofile import webm_file
 
 WHISPER_PER_SECOND = Decimal("0.006") / 60
 MILLION = Decimal(1_000_000)
@@ -248,6 +250,23 @@ class TestTranscriptions:
 
         event = _one_event(logs)
         assert Decimal("0.0003") == money(event["estimated_cost_usd"]) == money(event["cost_usd"])
+
+    def test_webm_duration_is_read(self, client: costmeter.OpenAI) -> None:
+        """A WebM whose Segment Info says 4,000 ms: reserved 4 s x $0.0001, exact."""
+        data = webm_file(struct.pack(">d", 4000.0))
+        with capture_logs() as logs:
+            client.audio.transcriptions.create(
+                model="whisper-1",
+                file=("speech.webm", data, "audio/webm"),
+                extra_headers={"x-fake-audio-seconds": "4"},
+            )
+
+        event = _one_event(logs)
+        assert (True, Decimal("0.0004")) == (
+            event["estimate_complete"],
+            money(event["estimated_cost_usd"]),
+        )
+        assert 4 * WHISPER_PER_SECOND == money(event["cost_usd"])
 
     def test_unusable_usage_falls_back_to_the_file(
         self, client: costmeter.OpenAI, server: FakeOpenAI

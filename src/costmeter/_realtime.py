@@ -20,7 +20,10 @@ response:
 * ``response.done`` (Realtime) / ``response.completed|incomplete|failed`` (Responses) carries the
   usage: the call observes it and finishes — one ``costmeter.call`` event;
 * when the socket closes, calls still running finish as abandoned (billed as estimated), and
-  ``response.create`` frames never answered are billed their reserved worst case.
+  ``response.create`` frames never answered are billed their reserved worst case;
+* ``conversation.item.input_audio_transcription.completed`` (a transcription session, or input
+  transcription turned on) is one more call of its own, ``realtime.transcription``, billed at
+  the session's transcription model's rates from the event's usage.
 
 Only frames whose text holds one of a few event names are parsed at all (a substring test
 first; for a large server frame, only its leading ``"type"`` is read): audio appends and audio
@@ -36,12 +39,14 @@ import functools
 import inspect
 import json
 import threading
+from fractions import Fraction
 from typing import Any
 
 from costmeter._endpoints import Endpoint, Request
 from costmeter._endpoints.realtime import (
     CONVERSATION_KEY,
     Realtime,
+    RealtimeTranscription,
     ResponsesWebSocket,
     audio_tokens,
 )
@@ -52,6 +57,8 @@ __all__ = ["meter_connect"]
 
 _REALTIME = Realtime()
 _RESPONSES = ResponsesWebSocket()
+_TRANSCRIPTION = RealtimeTranscription()
+_TRANSCRIBED = "conversation.item.input_audio_transcription.completed"
 _ENDPOINTS: dict[str, Endpoint] = {"realtime": _REALTIME, "responses.websocket": _RESPONSES}
 #: Bytes a second of each Realtime input audio format (pcm16 at 24 kHz; G.711 at 8 kHz).
 _BYTES_PER_SECOND = {"audio/pcm": 48_000, "audio/pcmu": 8_000, "audio/pcma": 8_000}
@@ -75,6 +82,7 @@ _RECV_EVENTS = (
     'text.delta"',
     'transcript.delta"',
     '"error"',
+    f'"{_TRANSCRIBED}"',
 )
 _DELTA_SUFFIXES = ("text.delta", "transcript.delta")
 #: Frames shorter than this are searched whole; longer ones (audio) by their leading type only.
@@ -154,6 +162,7 @@ class _Conversation:
         self.endpoint = _ENDPOINTS[api]
         self.config = config
         self.model = model
+        self.transcription: dict[str, Any] = {}  # the session's input transcription settings
         self.session: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.unanswered: collections.deque[Call] = collections.deque()
@@ -168,6 +177,7 @@ class _Conversation:
         self.audio_tokens = 0
         self.images = 0
         self.bytes_per_second = _BYTES_PER_SECOND["audio/pcm"]
+        self.untranscribed = Fraction(0)  # seconds of audio appended since the last transcript
 
     # -- client frames -----------------------------------------------------------------------
     def sending(self, data: Any) -> Call | None:
@@ -179,6 +189,7 @@ class _Conversation:
             with self.lock:
                 audio = _base64_audio_bytes(_text_of(data))
                 self.audio_tokens += audio_tokens(audio, self.bytes_per_second)
+                self.untranscribed += Fraction(audio, max(self.bytes_per_second, 1))
             return None
         if not _has(data, _SEND_EVENTS):
             return None
@@ -258,7 +269,15 @@ class _Conversation:
             model = session.get("model")
             if isinstance(model, str) and model:
                 self.model = model
-            audio_format = ((session.get("audio") or {}).get("input") or {}).get("format")
+            audio_input = (session.get("audio") or {}).get("input") or {}
+            for holder, key in (
+                (audio_input, "transcription"),
+                (session, "input_audio_transcription"),
+            ):
+                if isinstance(holder, dict) and key in holder:  # GA, then beta.realtime
+                    settings = holder[key]
+                    self.transcription = dict(settings) if isinstance(settings, dict) else {}
+            audio_format = audio_input.get("format")
             beta_format = session.get("input_audio_format")  # beta.realtime: "pcm16", "g711_ulaw"
             if isinstance(beta_format, str):
                 audio_format = {"type": "audio/pcm" if beta_format == "pcm16" else "audio/pcmu"}
@@ -310,6 +329,8 @@ class _Conversation:
             self._done(response_id, event)
         elif kind == "error":
             self._error(event.get("error"))
+        elif kind == _TRANSCRIBED:
+            self._transcribed(event)
         elif isinstance(kind, str) and kind.endswith(".delta"):
             call = self.running.get(str(event.get("response_id")))
             if call is None and len(self.running) == 1:  # Responses deltas name no response
@@ -343,6 +364,28 @@ class _Conversation:
             call.begin()  # already running: it cannot be refused; its cost is still recorded
         call.attempt()
         return call
+
+    def _transcribed(self, event: dict[str, Any]) -> None:
+        """One input audio item transcribed: its own call, billed at the ASR model's rates."""
+        with self.lock:
+            seconds, self.untranscribed = self.untranscribed, Fraction(0)
+            settings = dict(self.transcription)
+        body: dict[str, Any] = {
+            "model": settings.get("model"),
+            CONVERSATION_KEY: {"audio_seconds": str(seconds)},
+        }
+        if isinstance(settings.get("prompt"), str):
+            body["prompt"] = settings["prompt"]
+        request = Request(
+            _TRANSCRIPTION.api, "websocket", "/realtime", body, deployments=self._deps
+        )
+        call = Call(_TRANSCRIPTION, request, self.config)
+        with contextlib.suppress(CostmeterError):
+            call.begin()  # transcribed already: it cannot be refused; its cost is recorded
+        call.attempt()
+        call.answered(None, True)
+        call.observe(event)
+        call.finish()
 
     def _done(self, response_id: Any, event: dict[str, Any]) -> None:
         with self.lock:

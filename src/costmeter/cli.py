@@ -280,7 +280,7 @@ def _other_rates(model: str) -> dict[str, str]:
 
 
 def _cmd_price(args: argparse.Namespace) -> int:
-    from costmeter._endpoints._tools import CONTAINER_PER_SESSION, FILE_SEARCH_PER_CALL  # noqa: PLC0415
+    from costmeter._endpoints._tools import hosted_tool_rates  # noqa: PLC0415
     from costmeter._errors import ConfigurationError, UnknownModelError  # noqa: PLC0415
     from costmeter._pricing import price_of  # noqa: PLC0415
 
@@ -297,9 +297,7 @@ def _cmd_price(args: argparse.Namespace) -> int:
         return EXIT_UNKNOWN_MODEL
     tools = {}
     if price is not None:
-        tools = {"file search": f"${FILE_SEARCH_PER_CALL:f} / call"}
-        for memory, per_session in CONTAINER_PER_SESSION.items():
-            tools[f"container {memory}"] = f"${per_session:f} / session"
+        tools = hosted_tool_rates(args.model, price.web_search_per_call)
     if args.format == "json":
         data = _price_dict(price) if price is not None else {"model": args.model}
         data["other_rates"] = other

@@ -14,14 +14,18 @@ exactly, with the standard library only:
   are timed exactly too.
 * Ogg (Opus, Vorbis): the last page's granule position over the stream's sample rate.
 * MP4/M4A: the movie header's (``moov/mvhd``) duration over its timescale.
+* WebM/Matroska: the Segment Info's ``Duration`` times its ``TimecodeScale`` (nanoseconds per
+  tick, 1,000,000 by default), EBML elements walked up to the first Cluster.
 
-Anything else (WebM, a truncated or unrecognised file) has no readable duration: `worst_seconds`
-then bounds it from the byte count at `MIN_BYTES_PER_SECOND`, the lowest bitrate an accepted
-codec can encode at, so the bound is the longest audio those bytes can hold.
+Anything else (a WebM recorded live, e.g. by a browser's MediaRecorder, which writes no
+``Duration``; a truncated or unrecognised file) has no readable duration: `worst_seconds` then
+bounds it from the byte count at `MIN_BYTES_PER_SECOND`, the lowest bitrate an accepted codec can
+encode at, so the bound is the longest audio those bytes can hold.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from fractions import Fraction
 
@@ -41,7 +45,7 @@ MIN_BYTES_PER_SECOND = 750
 
 def audio_seconds(data: bytes) -> Fraction | None:
     """The exact playing time of *data*, or ``None`` when its format or header is not readable."""
-    for reader in (_wav, _flac, _ogg, _mp4, _mp3):
+    for reader in (_wav, _flac, _ogg, _mp4, _webm, _mp3):
         try:
             seconds = reader(data)
         except (struct.error, IndexError, ValueError, ZeroDivisionError):
@@ -165,6 +169,73 @@ def _mp4(data: bytes) -> Fraction | None:
     else:
         timescale, duration = struct.unpack_from(">II", data, at + 12)
     return Fraction(duration, timescale) if timescale else None
+
+
+# -- WebM / Matroska ------------------------------------------------------------------------------
+
+_EBML, _SEGMENT, _INFO, _CLUSTER = 0x1A45DFA3, 0x18538067, 0x1549A966, 0x1F43B675
+_DOC_TYPE, _TIMECODE_SCALE, _DURATION = 0x4282, 0x2AD7B1, 0x4489
+_NANOSECONDS = 1_000_000_000
+
+
+def _vint(data: bytes, pos: int, *, marker: bool) -> tuple[int, int, bool]:
+    """
+    The EBML variable-length integer at *pos*: (value, next position, all value bits set). An
+    element ID keeps its length *marker* bit; a size drops it, and all ones means "unknown".
+    """
+    first = data[pos]
+    if first == 0:
+        raise ValueError("not an EBML variable-length integer")
+    length = 9 - first.bit_length()  # the count of leading zero bits, plus one
+    if pos + length > len(data):
+        raise IndexError("truncated EBML integer")
+    raw = int.from_bytes(data[pos : pos + length], "big")
+    value = raw & ((1 << (7 * length)) - 1)
+    return (raw if marker else value), pos + length, value == (1 << (7 * length)) - 1
+
+
+def _elements(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """
+    The EBML elements between *start* and *end* as (id, payload start, payload end). Stops at a
+    Cluster, an element of unknown size (nothing after it is a header) or a cut one (only the
+    Segment, which holds the media, may run past the bytes there are).
+    """
+    found: list[tuple[int, int, int]] = []
+    pos = start
+    while pos < end:
+        element, pos, _ = _vint(data, pos, marker=True)
+        size, pos, unknown = _vint(data, pos, marker=False)
+        if element != _SEGMENT and (element == _CLUSTER or unknown or pos + size > end):
+            break
+        stop = end if unknown else min(pos + size, end)
+        found.append((element, pos, stop))
+        pos = stop
+    return found
+
+
+def _webm(data: bytes) -> Fraction | None:
+    if data[:4] != b"\x1a\x45\xdf\xa3":
+        return None
+    top = _elements(data, 0, len(data))
+    header = next(((a, b) for e, a, b in top if e == _EBML), None)
+    segment = next(((a, b) for e, a, b in top if e == _SEGMENT), None)
+    if header is None or segment is None:
+        return None
+    doc_type = next((data[a:b] for e, a, b in _elements(data, *header) if e == _DOC_TYPE), b"")
+    if doc_type.rstrip(b"\0") not in (b"webm", b"matroska"):
+        return None
+    info = next(((a, b) for e, a, b in _elements(data, *segment) if e == _INFO), None)
+    if info is None:
+        return None
+    scale, duration = 1_000_000, None
+    for element, a, b in _elements(data, *info):
+        if element == _TIMECODE_SCALE and b > a:
+            scale = int.from_bytes(data[a:b], "big")
+        elif element == _DURATION and b - a in (4, 8):
+            (duration,) = struct.unpack(">f" if b - a == 4 else ">d", data[a:b])
+    if duration is None or not math.isfinite(duration) or not scale:
+        return None
+    return Fraction(duration) * scale / _NANOSECONDS
 
 
 # -- MP3 -----------------------------------------------------------------------------------------

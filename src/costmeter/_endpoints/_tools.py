@@ -4,8 +4,8 @@ Hosted-tool fees of the Responses API: what a response costs beyond the model's 
 OpenAI bills hosted tools separately from the model (platform.openai.com/docs/pricing, "Built-in
 tools", rates as of 2026-12-03):
 
-* web search: per call, at the rate the price source publishes for the model (genai-prices
-  ``web_searches``), counted from ``tool_usage.web_search.num_requests``;
+* web search: per call, by tool version and model type (`costmeter._endpoints._websearch`),
+  counted from ``tool_usage.web_search.num_requests``;
 * file search: $2.50 per 1,000 calls, counted from the ``file_search_call`` output items;
 * code interpreter (and hosted shell) containers: per container session, by the container's
   memory limit (1g $0.03, 4g $0.12, 16g $0.48, 64g $1.92), one session per distinct container
@@ -25,12 +25,20 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from costmeter._endpoints._common import count
+from costmeter._endpoints._websearch import variant_rates
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation
 from costmeter._rates import unit_rates
 from costmeter._usage import Usage, field_of
 
-__all__ = ["DEFAULT_TOOL_CALLS", "tool_fees", "tool_fees_bound", "with_tool_usage"]
+__all__ = [
+    "DEFAULT_TOOL_CALLS",
+    "hosted_tool_rates",
+    "tool_fees",
+    "tool_fees_bound",
+    "with_tool_usage",
+]
 
 DEFAULT_TOOL_CALLS = 10
 FILE_SEARCH_PER_CALL = Decimal("0.0025")
@@ -96,14 +104,9 @@ def with_tool_usage(seen: Observation) -> None:
         usage,
         file_search_calls=file_searches,
         container_sessions=len(containers),
-        image_gen_input_tokens=_count(image_gen, "input_tokens"),
-        image_gen_output_tokens=_count(image_gen, "output_tokens"),
+        image_gen_input_tokens=max(count(image_gen, "input_tokens"), 0),
+        image_gen_output_tokens=max(count(image_gen, "output_tokens"), 0),
     )
-
-
-def _count(obj: Any, key: str) -> int:
-    value = field_of(obj, key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def tool_fees(usage: Usage, body: Mapping[str, Any]) -> Decimal:
@@ -149,3 +152,21 @@ def tool_fees_bound(body: Mapping[str, Any], web_search_per_call: Decimal) -> De
         if _hosted(body, "image_generation"):
             per_call.append(_image_tokens_usd(_image_model(body), 0, IMAGE_TOOL_MAX_OUTPUT_TOKENS))
         return calls * max(per_call, default=ZERO)
+
+
+def hosted_tool_rates(model: str, web_search_per_call: Decimal | None) -> dict[str, str]:
+    """
+    Every hosted-tool rate a Responses call on *model* can be billed, as ``{what: "$X / unit"}``
+    (for ``costmeter price``): each web search variant, file search, each container tier.
+    *web_search_per_call* is the price source's own per-search rate for the model: the web
+    search variants are listed only for a model the source prices searches for (the sign that
+    it offers the tool; gpt-3.5, embeddings and realtime models do not).
+    """
+    rates = {
+        rate.variant.split(" ")[0]: f"${rate.per_call:f} / call + content tokens: {rate.content}"
+        for rate in (variant_rates(model, web_search_per_call) if web_search_per_call else ())
+    }
+    rates["file search"] = f"${FILE_SEARCH_PER_CALL:f} / call"
+    for memory, per_session in CONTAINER_PER_SESSION.items():
+        rates[f"container {memory}"] = f"${per_session:f} / session"
+    return rates

@@ -44,15 +44,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from costmeter._endpoints import Endpoint, FilePart, Request, Reserve
 from costmeter._endpoints._audiofile import worst_seconds
+from costmeter._endpoints._common import first_rates, parts_cost
 from costmeter._errors import ConfigurationError, PricingError, UnknownModelError
 from costmeter._money import ZERO, money_math, parse_amount
 from costmeter._observe import Observation, field_of
 from costmeter._pricing import Cost, ModelPrice, cost_of, price_of
-from costmeter._rates import UnitRates, unit_rates
+from costmeter._rates import UnitRates
 from costmeter._usage import Usage
 
 __all__ = [
@@ -103,11 +104,8 @@ def _texts(value: object) -> list[str]:
 def _rates_for(request: Request, model: str | None = None) -> tuple[str, UnitRates | None]:
     """The model to price by and genai-prices' unit rates for it (first name that has them)."""
     names = (model, *request.price_models()) if model else request.price_models()
-    for name in names:
-        rates = unit_rates(name)
-        if rates is not None:
-            return name, rates
-    return (names[0] if names else ""), None
+    found = first_rates(names)
+    return found if found is not None else ((names[0] if names else ""), None)
 
 
 def _seconds_rate(rates: UnitRates | None) -> Decimal | None:
@@ -128,16 +126,10 @@ def _unit_cost(quantity: Decimal | int, rate: Decimal, rates: UnitRates, *, audi
     """The cost of an input billed per unit (seconds of *audio*, or characters of text)."""
     with money_math():
         amount = quantity * rate
-    return Cost(
-        input_usd=amount,
-        cached_input_usd=ZERO,
-        cache_write_usd=ZERO,
-        output_usd=ZERO,
-        tool_usd=ZERO,
-        total_usd=amount,
-        price_source=rates.source,
+    return parts_cost(
+        source=rates.source,
         priced_as=rates.priced_as,
-        service_tier="default",
+        input_usd=amount,
         audio_input_usd=amount if audio else ZERO,
     )
 
@@ -191,7 +183,7 @@ class TranscriptionEndpoint(Endpoint):
     """``POST /audio/transcriptions``: a file in, text out; billed by duration or tokens."""
 
     api = "audio.transcriptions"
-    paths = (("post", r"/audio/transcriptions"),)
+    paths: ClassVar[Sequence[tuple[str, str]]] = (("post", r"/audio/transcriptions"),)
 
     def estimate(self, request: Request) -> Reserve:
         """
@@ -200,15 +192,7 @@ class TranscriptionEndpoint(Endpoint):
         `AUDIO_TOKENS_PER_SECOND_BOUND` plus the prompt and a transcript bounded at
         `TEXT_TOKENS_PER_SECOND_BOUND`.
         """
-        part = _audio_file(request)
-        seconds, exact = worst_seconds(part.content if part is not None else None)
-        reasons: list[str] = []
-        if part is None:
-            reasons.append("no audio file in the request: bounded by the 25 MB upload limit")
-        elif part.content is None:
-            reasons.append("audio file not readable before sending: 25 MB upload limit bound")
-        elif not exact:
-            reasons.append("audio duration not readable: bounded from the file size")
+        seconds, reasons = self.audio_seconds(request)
         model, rates = _rates_for(request)
         rate = _seconds_rate(rates)
         if rate is not None and rates is not None:
@@ -230,6 +214,22 @@ class TranscriptionEndpoint(Endpoint):
         return Reserve(
             cost, input_tokens=audio + prompt, complete=not reasons, reasons=tuple(reasons)
         )
+
+    def audio_seconds(self, request: Request) -> tuple[Fraction, list[str]]:
+        """
+        The longest the request's audio can play, and why that is not exact (no reasons: read
+        from the uploaded file's header).
+        """
+        part = _audio_file(request)
+        seconds, exact = worst_seconds(part.content if part is not None else None)
+        reasons: list[str] = []
+        if part is None:
+            reasons.append("no audio file in the request: bounded by the 25 MB upload limit")
+        elif part.content is None:
+            reasons.append("audio file not readable before sending: 25 MB upload limit bound")
+        elif not exact:
+            reasons.append("audio duration not readable: bounded from the file size")
+        return seconds, reasons
 
     @staticmethod
     def _prompt(request: Request) -> str:
@@ -276,12 +276,11 @@ class TranscriptionEndpoint(Endpoint):
         prompt's tokens, and the transcript's tokens (when the client saw no transcript, a
         typical 150 words a minute).
         """
-        part = _audio_file(request)
         reported = field_of(seen.final_response, "duration")
         if isinstance(reported, (int, float)) and not isinstance(reported, bool) and reported >= 0:
             seconds: Fraction | Decimal = parse_amount(reported, "duration")
         else:
-            seconds = worst_seconds(part.content if part is not None else None)[0]
+            seconds = self.audio_seconds(request)[0]
         model, rates = _rates_for(request)
         if _seconds_rate(rates) is not None:
             return Usage(audio_seconds=_whole_seconds(seconds))

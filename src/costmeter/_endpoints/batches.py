@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from costmeter._endpoints import Endpoint, Request, Reserve, endpoint_for
+from costmeter._endpoints._common import parts_cost
 from costmeter._errors import UnknownModelError
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation, field_of
@@ -252,17 +253,7 @@ def remember_upload(request: Request, seen: Observation) -> None:
 
 
 def _free(model: str) -> Cost:
-    return Cost(
-        input_usd=ZERO,
-        cached_input_usd=ZERO,
-        cache_write_usd=ZERO,
-        output_usd=ZERO,
-        tool_usd=ZERO,
-        total_usd=ZERO,
-        price_source="free",
-        priced_as=model,
-        service_tier="default",
-    )
+    return parts_cost(source="free", priced_as=model)
 
 
 # -- batches.create / retrieve / cancel ---------------------------------------------------------

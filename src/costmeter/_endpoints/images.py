@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Final
 
 from costmeter._endpoints import Endpoint, Request, Reserve
+from costmeter._endpoints._common import count, first_rates, parts_cost
 from costmeter._errors import PricingError, UnknownModelError
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation, field_of
@@ -226,14 +227,6 @@ def gpt_image_output_tokens(model: str, size: str | None, quality: str | None) -
 # -- pricing ----------------------------------------------------------------------------------------
 
 
-def _rates_for(models: tuple[str, ...]) -> tuple[str, UnitRates] | None:
-    for model in models:
-        rates = unit_rates(model)
-        if rates is not None:
-            return model, rates
-    return None
-
-
 def _token_cost(rates: UnitRates, usage: Usage) -> Cost:
     """
     The exact cost of a GPT Image usage at *rates* (USD per token).
@@ -268,17 +261,12 @@ def _token_cost(rates: UnitRates, usage: Usage) -> Cost:
             rates.get("cache_image_read_tokens") or rate_image_in or ZERO
         )
         output_usd = image_out * (rate_image_out or ZERO) + text_out * (rate_out or ZERO)
-        total = input_usd + cached_usd + output_usd
-    return Cost(
+    return parts_cost(
+        source=_GPT_IMAGE_SOURCE,
+        priced_as=rates.priced_as,
         input_usd=input_usd,
         cached_input_usd=cached_usd,
-        cache_write_usd=ZERO,
         output_usd=output_usd,
-        tool_usd=ZERO,
-        total_usd=total,
-        price_source=_GPT_IMAGE_SOURCE,
-        priced_as=rates.priced_as,
-        service_tier="default",
     )
 
 
@@ -363,7 +351,7 @@ class _ImagesEndpoint(Endpoint):
             worst = _dalle_worst(dalle, _str_field(body, "size"), _str_field(body, "quality"))
             with money_math():
                 return Reserve(n * worst, input_tokens=0)
-        found = _rates_for(models)
+        found = first_rates(models)
         if found is None:
             return Reserve(None, reasons=(f"no image token rates known for {models[0]!r}",))
         model, rates = found
@@ -443,17 +431,7 @@ class _ImagesEndpoint(Endpoint):
                 )
             with money_math():
                 total = usage.images * per_image
-            return Cost(
-                input_usd=ZERO,
-                cached_input_usd=ZERO,
-                cache_write_usd=ZERO,
-                output_usd=total,
-                tool_usd=ZERO,
-                total_usd=total,
-                price_source=_DALLE_SOURCE,
-                priced_as=dalle,
-                service_tier="default",
-            )
+            return parts_cost(source=_DALLE_SOURCE, priced_as=dalle, output_usd=total)
         rates = unit_rates(model)
         if rates is None:
             raise UnknownModelError(model, ("genai-prices",))
@@ -468,25 +446,20 @@ def _usage_of(usage: Any) -> Usage | None:
         return None
     in_details = field_of(usage, "input_tokens_details")
     out_details = field_of(usage, "output_tokens_details")
-    output = _count(usage, "output_tokens")
+    output = count(usage, "output_tokens")
     # Without a breakdown, every output token is an image token (SDK, gpt-image-1: "The number of
     # image tokens in the output image"). Streamed completed events may carry an empty
     # ``output_tokens_details: {}`` (maximhq/bifrost#4777): that is no breakdown either.
     image_out = field_of(out_details, "image_tokens")
     if not isinstance(image_out, int) or isinstance(image_out, bool):
-        image_out = output - min(_count(out_details, "text_tokens"), output)
+        image_out = output - min(count(out_details, "text_tokens"), output)
     return Usage(
-        input_tokens=_count(usage, "input_tokens"),
-        cached_input_tokens=_count(in_details, "cached_tokens"),
-        image_input_tokens=_count(in_details, "image_tokens"),
+        input_tokens=count(usage, "input_tokens"),
+        cached_input_tokens=count(in_details, "cached_tokens"),
+        image_input_tokens=count(in_details, "image_tokens"),
         output_tokens=output,
         image_output_tokens=image_out,
     )
-
-
-def _count(obj: Any, key: str) -> int:
-    value = field_of(obj, key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _plus(a: Usage, b: Usage) -> Usage:

@@ -31,6 +31,18 @@ Images sent in items are not counted (``images_not_counted``).
 
 **Responses over WebSocket** bill exactly like ``POST /responses``: the ``response.create``
 event's fields are the request body.
+
+**Input audio transcription** (api ``realtime.transcription``): a transcription session
+(``type: "transcription"``, ``intent=transcription``) — or a conversation session with
+``audio.input.transcription`` turned on — transcribes each committed audio item on a separate
+ASR model, billed "according to the ASR model's pricing rather than the realtime model's"
+(SDK: ``ConversationItemInputAudioTranscriptionCompletedEvent.usage``). Each
+``conversation.item.input_audio_transcription.completed`` event is one call, priced like
+``audio.transcriptions`` from its usage (``type: "tokens"`` at the model's text/audio rates,
+``type: "duration"`` per second). The model is the session's transcription model. The server
+starts transcriptions itself, so nothing can be refused; the call reserves what the budgets
+allow of its worst case: all the audio the connection appended since the last transcription,
+bounded like an uploaded file of that length.
 """
 
 from __future__ import annotations
@@ -39,9 +51,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from costmeter._endpoints import Endpoint, Request, Reserve
+from costmeter._endpoints._common import count, parts_cost
+from costmeter._endpoints.audio import TranscriptionEndpoint
 from costmeter._endpoints.responses import Responses
 from costmeter._errors import UnknownModelError
 from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS
@@ -56,6 +71,7 @@ __all__ = [
     "CONVERSATION_KEY",
     "ENDPOINTS",
     "Realtime",
+    "RealtimeTranscription",
     "RealtimeUsage",
     "ResponsesWebSocket",
     "realtime_usage",
@@ -78,24 +94,19 @@ class RealtimeUsage(Usage):
     cached_image_input_tokens: int = 0
 
 
-def _n(obj: Any, key: str) -> int:
-    value = field_of(obj, key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def realtime_usage(usage: Any) -> RealtimeUsage:
     """A Realtime ``response.done`` usage (SDK model or dict) as a `RealtimeUsage`."""
     details = field_of(usage, "input_token_details")
     cached = field_of(details, "cached_tokens_details")
     out = field_of(usage, "output_token_details")
-    cached_audio, cached_image = _n(cached, "audio_tokens"), _n(cached, "image_tokens")
+    cached_audio, cached_image = count(cached, "audio_tokens"), count(cached, "image_tokens")
     return RealtimeUsage(
-        input_tokens=_n(usage, "input_tokens"),
-        cached_input_tokens=max(_n(details, "cached_tokens"), cached_audio + cached_image),
-        output_tokens=_n(usage, "output_tokens"),
-        audio_input_tokens=_n(details, "audio_tokens"),
-        image_input_tokens=_n(details, "image_tokens"),
-        audio_output_tokens=_n(out, "audio_tokens"),
+        input_tokens=count(usage, "input_tokens"),
+        cached_input_tokens=max(count(details, "cached_tokens"), cached_audio + cached_image),
+        output_tokens=count(usage, "output_tokens"),
+        audio_input_tokens=count(details, "audio_tokens"),
+        image_input_tokens=count(details, "image_tokens"),
+        audio_output_tokens=count(out, "audio_tokens"),
         cached_audio_input_tokens=cached_audio,
         cached_image_input_tokens=cached_image,
     )
@@ -206,14 +217,12 @@ class Realtime(Endpoint):
                 audio_out * _rate(rates, "output_audio_tokens", kind="audio") if audio_out else ZERO
             )
             output_usd = text_out * _rate(rates, "output_tokens", kind="text") + audio_out_usd
-            total = input_usd + cached_usd + output_usd
-        # input, cached reads, cache writes, output, tools, total, source, model, tier
-        parts = (input_usd, cached_usd, ZERO, output_usd, ZERO, total)
-        return Cost(
-            *parts,
-            rates.source,
-            rates.priced_as,
-            "default",
+        return parts_cost(
+            source=rates.source,
+            priced_as=rates.priced_as,
+            input_usd=input_usd,
+            cached_input_usd=cached_usd,
+            output_usd=output_usd,
             audio_input_usd=audio_in_usd,
             audio_output_usd=audio_out_usd,
         )
@@ -237,9 +246,33 @@ class ResponsesWebSocket(Endpoint):
         return _HTTP_RESPONSES.price(model, usage, request, service_tier)
 
 
+class RealtimeTranscription(TranscriptionEndpoint):
+    """One input audio transcription of a Realtime session (see the module docstring)."""
+
+    api = "realtime.transcription"
+    paths = ()  # no HTTP request carries it: `costmeter._realtime` drives it
+
+    def audio_seconds(self, request: Request) -> tuple[Fraction, list[str]]:
+        """The audio appended since the last transcription: no item can be longer."""
+        sent = request.body.get(CONVERSATION_KEY)
+        seconds = sent.get("audio_seconds") if isinstance(sent, Mapping) else None
+        try:
+            return max(Fraction(str(seconds)), Fraction(0)), ["server_side_audio_items"]
+        except (ValueError, ZeroDivisionError):
+            return Fraction(0), ["server_side_audio_items", "audio_not_seen"]
+
+    def observe(self, seen: Observation, obj: Any) -> None:
+        """A ``...input_audio_transcription.completed`` event: the transcript and its usage."""
+        item = field_of(obj, "item_id")
+        seen.response_id = item if isinstance(item, str) else seen.response_id  # no response
+        transcript = field_of(obj, "transcript")
+        text = transcript if isinstance(transcript, str) else ""
+        super().observe(seen, {"text": text, "usage": field_of(obj, "usage")})
+
+
 def audio_tokens(byte_count: int, bytes_per_second: int) -> int:
     """Audio input tokens of *byte_count* bytes of audio (`AUDIO_TOKENS_PER_SECOND`), rounded up."""
     return math.ceil(byte_count * AUDIO_TOKENS_PER_SECOND / max(bytes_per_second, 1))
 
 
-ENDPOINTS = (Realtime(), ResponsesWebSocket())
+ENDPOINTS = (Realtime(), ResponsesWebSocket(), RealtimeTranscription())

@@ -12,9 +12,10 @@ from typing import Any
 from costmeter._endpoints import Request, Reserve
 from costmeter._endpoints._text import TextEndpoint, requested_price
 from costmeter._endpoints._tools import tool_fees, tool_fees_bound, with_tool_usage
+from costmeter._endpoints._websearch import search_fee, search_worst_case
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation
-from costmeter._pricing import Cost
+from costmeter._pricing import Cost, price_of
 from costmeter._usage import Usage
 
 __all__ = ["ENDPOINTS"]
@@ -32,7 +33,17 @@ class Responses(TextEndpoint):
         if reserve.cost_usd is None or not request.body.get("tools"):
             return reserve
         price = requested_price(request, None)
-        per_search = ZERO if price is None else price.web_search_per_call
+        per_search = ZERO
+        if price is not None:
+            per_search = (
+                search_worst_case(
+                    request.body,
+                    price.priced_as,  # the canonical name (a dated or Azure name is not)
+                    price.web_search_per_call,
+                    price.input_per_mtok,
+                )
+                or ZERO
+            )
         with money_math():
             cost = reserve.cost_usd + tool_fees_bound(request.body, per_search)
         return replace(reserve, cost_usd=cost)
@@ -42,8 +53,20 @@ class Responses(TextEndpoint):
         with_tool_usage(seen)
 
     def price(self, model: str, usage: Usage, request: Request, service_tier: str | None) -> Cost:
-        cost = super().price(model, usage, request, service_tier)
+        searches = usage.web_search_calls  # priced here, by tool variant, not at one model rate
+        cost = super().price(model, replace(usage, web_search_calls=0), request, service_tier)
         fees = tool_fees(usage, request.body)
+        if searches:
+            rates = price_of(model, service_tier=service_tier)
+            with money_math():
+                fees += search_fee(
+                    request.body,
+                    rates.priced_as,
+                    searches,
+                    usage.input_tokens,
+                    rates.web_search_per_call,
+                    rates.input_per_mtok,
+                )
         if not fees:
             return cost
         with money_math():

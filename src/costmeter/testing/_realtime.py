@@ -12,6 +12,19 @@ client ``response.create`` is answered ``response.created``, one ``response.outp
 ``input_audio_buffer.commit`` makes the server start a response *itself* (as server VAD does):
 the same three events with no ``response.create``.
 
+Input audio transcription (``ConversationItemInputAudioTranscriptionCompletedEvent``): a
+connection with ``?intent=transcription`` is a transcription session (``session.created`` of
+``type: "transcription"``); a ``session.update`` there is echoed as ``session.updated``. When
+the session's ``audio.input.transcription`` (or beta ``input_audio_transcription``) names a
+model, each ``input_audio_buffer.commit`` is answered ``input_audio_buffer.committed``, one
+``conversation.item.input_audio_transcription.delta`` (``"hello"``) and ``...completed`` with
+transcript ``"hello"`` and `transcription_usage` (in a transcription session ``x-fake-usage``
+replaces it verbatim): for duration-billed models (names without
+``4o``, e.g. ``whisper-1``) ``{"type": "duration", "seconds": S}``, else ``{"type": "tokens"}``
+with ``audio_tokens = ceil(10 * S)``, ``text_tokens = len(prompt) // 4`` and 20 output tokens,
+where S is the audio appended since the previous commit (pcm16 at 24 kHz: 48,000 bytes a
+second). A conversation session then also starts its response, as before.
+
 Responses (``openai.types.responses``): each ``response.create`` is answered
 ``response.created``, ``response.output_text.delta`` and ``response.completed`` with
 `RESPONSES_USAGE` and the request's ``model``.
@@ -31,13 +44,15 @@ Every client event is recorded, parsed, in `FakeRealtime.received` (in arrival o
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import math
 import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["REALTIME_USAGE", "RESPONSES_USAGE", "FakeRealtime"]
+__all__ = ["REALTIME_USAGE", "RESPONSES_USAGE", "FakeRealtime", "transcription_usage"]
 
 #: The Realtime ``response.done`` usage the fake reports by default.
 REALTIME_USAGE: dict[str, Any] = {
@@ -61,6 +76,24 @@ RESPONSES_USAGE: dict[str, Any] = {
     "output_tokens_details": {"reasoning_tokens": 0},
     "total_tokens": 50,
 }
+
+
+#: Bytes a second of the fake's input audio (pcm16, 24 kHz, mono).
+_PCM_BYTES_PER_SECOND = 48_000
+
+
+def transcription_usage(model: str, seconds: float, prompt: str = "") -> dict[str, Any]:
+    """The usage the fake reports for transcribing *seconds* of audio with *model*."""
+    if "4o" not in model:
+        return {"type": "duration", "seconds": seconds}
+    audio, text = math.ceil(10 * seconds), len(prompt) // 4
+    return {
+        "type": "tokens",
+        "input_tokens": audio + text,
+        "input_token_details": {"audio_tokens": audio, "text_tokens": text},
+        "output_tokens": 20,
+        "total_tokens": audio + text + 20,
+    }
 
 
 class FakeRealtime:
@@ -116,7 +149,10 @@ class FakeRealtime:
         url = urlsplit(ws.request.path)
         headers = ws.request.headers
         realtime = url.path.rstrip("/").endswith("/realtime")
-        model = (parse_qs(url.query).get("model") or ["gpt-realtime"])[0]
+        query = parse_qs(url.query)
+        model = (query.get("model") or ["gpt-realtime"])[0]
+        transcribing = query.get("intent") == ["transcription"]
+        audio = {"bytes": 0, "transcription": {}}  # appended since the last commit; settings
         knobs = {
             "usage": json.loads(headers["x-fake-usage"]) if "x-fake-usage" in headers else None,
             "hang": headers.get("x-fake-hang") == "1",
@@ -125,12 +161,19 @@ class FakeRealtime:
         }
         try:
             if realtime:
-                self._send(ws, "session.created", session=_session(model))
+                session = _transcription_session() if transcribing else _session(model)
+                self._send(ws, "session.created", session=session)
             for message in ws:
                 event = json.loads(message)
                 with self._lock:
                     self.received.append(event)
                 kind = event.get("type")
+                if realtime and kind in ("session.update", "input_audio_buffer.append"):
+                    self._take_audio(ws, event, audio, echo=transcribing)
+                if realtime and kind == "input_audio_buffer.commit" and audio["transcription"]:
+                    self._transcribe(ws, audio, knobs["usage"] if transcribing else None)
+                if transcribing:
+                    continue
                 if kind == "response.create" and knobs["reject"]:
                     error = {"type": "invalid_request_error", "message": "rejected"}
                     self._send(ws, "error", error={**error, "event_id": event.get("event_id")})
@@ -143,6 +186,46 @@ class FakeRealtime:
 
     def _send(self, ws: Any, kind: str, **fields: Any) -> None:
         ws.send(json.dumps({"type": kind, "event_id": f"event_{next(self._ids)}", **fields}))
+
+    def _take_audio(
+        self, ws: Any, event: dict[str, Any], audio: dict[str, Any], *, echo: bool
+    ) -> None:
+        if event.get("type") == "input_audio_buffer.append":
+            data = str(event.get("audio") or "")
+            try:
+                audio["bytes"] += len(base64.b64decode(data))
+            except ValueError:  # not base64: the length it would have
+                audio["bytes"] += len(data) * 3 // 4
+            return
+        session = event.get("session") or {}
+        settings = ((session.get("audio") or {}).get("input") or {}).get("transcription")
+        settings = settings or session.get("input_audio_transcription")
+        if isinstance(settings, dict):
+            audio["transcription"] = settings
+        if echo:
+            updated = _transcription_session()
+            updated["audio"]["input"]["transcription"] = audio["transcription"] or None
+            self._send(ws, "session.updated", session=updated)
+
+    def _transcribe(self, ws: Any, audio: dict[str, Any], given: dict[str, Any] | None) -> None:
+        item_id = f"item_{next(self._ids)}"
+        seconds = audio["bytes"] / _PCM_BYTES_PER_SECOND
+        audio["bytes"] = 0
+        settings = audio["transcription"]
+        usage = given or transcription_usage(
+            str(settings.get("model")), seconds, str(settings.get("prompt") or "")
+        )
+        self._send(ws, "input_audio_buffer.committed", item_id=item_id, previous_item_id=None)
+        done = "conversation.item.input_audio_transcription"
+        self._send(ws, f"{done}.delta", item_id=item_id, content_index=0, delta="hello")
+        self._send(
+            ws,
+            f"{done}.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript="hello",
+            usage=usage,
+        )
 
     def _realtime_response(self, ws: Any, model: str, knobs: dict[str, Any]) -> None:
         response_id = f"resp_{next(self._ids)}"
@@ -205,4 +288,13 @@ def _session(model: str) -> dict[str, Any]:
         "output_modalities": ["audio"],
         "max_output_tokens": "inf",
         "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}},
+    }
+
+
+def _transcription_session() -> dict[str, Any]:
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": "sess_t1",
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "transcription": None}},
     }
