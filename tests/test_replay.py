@@ -5,7 +5,9 @@ clients, sync and async, over real loopback HTTP: JSON bodies as JSON, streams a
 For each recording the metered client must send the recorded request body unchanged, hand the
 caller exactly what the bare ``openai`` client hands it for the same payload, and emit exactly one
 ``costmeter.call`` event whose token fields are copies of the recorded usage and whose cost is
-`costmeter.cost_of` on that usage at the tier the response was served at.
+`costmeter.cost_of` on that usage at the tier the response was served at, plus the web search
+fees OpenAI bills per search call (hand-written rates below; the responses recorded before
+2026 carry no ``tool_usage``, so each ``web_search_call`` item whose action is a search counts).
 """
 
 from __future__ import annotations
@@ -74,6 +76,31 @@ def _final(record: dict[str, Any]) -> dict[str, Any]:
 _TERMINAL_EVENT_TYPES = frozenset(
     {"response.completed", "response.incomplete", "response.failed", "response.cancelled"}
 )
+
+
+# OpenAI's pricing page, "Built-in tools" (per call): web_search $10/1k on every model;
+# web_search_preview $10/1k on reasoning models, $25/1k on non-reasoning ones.
+_SEARCH_FEE = {"web_search": Decimal("0.01"), "web_search_preview": Decimal("0.01")}
+_NON_REASONING_PREVIEW_FEE = Decimal("0.025")
+_NON_REASONING = ("gpt-4o", "gpt-4.1")
+
+
+def _search_fees(record: dict[str, Any]) -> Decimal:
+    """The recording's web search fee: its searches times the rate of the tool it offered."""
+    tools = [t.get("type") for t in record["request"].get("tools", [])]
+    tool = next((t for t in tools if t in _SEARCH_FEE), None)
+    if tool is None:
+        return Decimal(0)
+    searches = sum(
+        1
+        for item in _final(record).get("output") or []
+        if item.get("type") == "web_search_call"
+        and (item.get("action") or {}).get("type", "search") == "search"
+    )
+    fee = _SEARCH_FEE[tool]
+    if tool == "web_search_preview" and record["model"].startswith(_NON_REASONING):
+        fee = _NON_REASONING_PREVIEW_FEE
+    return searches * fee
 
 
 def _served_tier(record: dict[str, Any]) -> str | None:
@@ -166,8 +193,7 @@ def _check(
         event["stream"],
     )
     cost = cost_of(record["model"], record["usage"], service_tier=_served_tier(record))
-    assert float(cost.total_usd) == event["cost_usd"]
-    assert cost.total_usd == money(event["cost_usd"])
+    assert cost.total_usd + _search_fees(record) == money(event["cost_usd"])
     assert (cost.price_source, "ok") == (event["price_source"], event["price_status"])
 
 

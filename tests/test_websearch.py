@@ -121,10 +121,10 @@ def test_each_variant_is_priced_at_its_rate(
     )
 
 
-def test_preview_on_gpt_4o_with_search_items(fake: FakeOpenAI) -> None:
-    """gpt-4o is not a reasoning model: the preview's $25 / 1k for each reported search (the
-    ``web_search_call`` items, a page opening among them, do not add to the reported count)."""
-    body = _searched("gpt-4o", 500, reported=2, actions=("search", "open_page", "search"))
+def test_search_items_are_counted_when_tool_usage_is_absent(fake: FakeOpenAI) -> None:
+    """Without ``tool_usage``, each ``web_search_call`` whose action is a search is billed;
+    opening or finding in a page is not a search."""
+    body = _searched("gpt-4o", 500, reported=None, actions=("search", "open_page", "search"))
     fake.replay_next(body, stream=False)
     with (
         costmeter.OpenAI(base_url=fake.base_url, api_key="sk-ws", max_retries=0) as client,
@@ -135,7 +135,7 @@ def test_preview_on_gpt_4o_with_search_items(fake: FakeOpenAI) -> None:
         )
 
     [event] = calls(logs)
-    fee = 2 * Decimal("0.025")
+    fee = 2 * Decimal("0.025")  # gpt-4o is not a reasoning model: the preview's $25 / 1k
     tokens = (500 * Decimal("2.50") + 30 * Decimal(10)) / M
     assert (2, fee, tokens + fee) == (
         event["web_search_calls"],

@@ -5,7 +5,7 @@ OpenAI bills hosted tools separately from the model (platform.openai.com/docs/pr
 tools", rates as of 2026-12-03):
 
 * web search: per call, by tool version and model type (`costmeter._endpoints._websearch`),
-  counted from ``tool_usage.web_search.num_requests``;
+  counted from ``tool_usage.web_search.num_requests`` (else the ``web_search_call`` items);
 * file search: $2.50 per 1,000 calls, counted from the ``file_search_call`` output items;
 * code interpreter (and hosted shell) containers: per container session, by the container's
   memory limit (1g $0.03, 4g $0.12, 16g $0.48, 64g $1.92), one session per distinct container
@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter._endpoints._common import count
-from costmeter._endpoints._websearch import variant_rates
+from costmeter._endpoints._websearch import counted_searches, variant_rates
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation
 from costmeter._rates import unit_rates
@@ -98,6 +98,9 @@ def with_tool_usage(seen: Observation) -> None:
             container = field_of(item, "container_id")
             containers.add(container if isinstance(container, str) else f"#{len(containers)}")
     image_gen = field_of(field_of(response, "tool_usage"), "image_gen")
+    searches = counted_searches(response)
+    if searches is not None and searches != usage.web_search_calls:
+        usage = seen.usage = replace(usage, web_search_calls=searches)
     if not (file_searches or containers or image_gen):
         return
     seen.usage = replace(

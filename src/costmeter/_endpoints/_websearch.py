@@ -24,9 +24,15 @@ How costmeter applies it:
   at the dearer. Reasoning models are the o-series, gpt-5* and later (costmeter's one rule,
   shared with the estimator).
 * Billable calls are ``tool_usage.web_search.num_requests`` ("discounted searches and actions
+<<<<<<< HEAD
   such as opening a page are excluded"). An older response without that field (2025
   recordings) bills no search fee: its ``web_search_call`` items are not counted, because the
   recorded-traffic replay tests pin such responses' cost to their token usage alone.
+=======
+  such as opening a page are excluded"); a response without that field counts its
+  ``web_search_call`` output items whose action is a ``search`` (opening or finding in a page
+  is not a search).
+>>>>>>> parent of c0aa8f5 (Web search: count only tool_usage.web_search.num_requests (counting web_search_call items would change the recorded-traffic replay tests' pinned costs))
 * Content tokens billed at model rates arrive inside the response's ``input_tokens`` and are
   priced with them; the free ones of the non-reasoning preview are not in ``input_tokens``
   (recorded gpt-4.1 traffic: a 300-token prompt reports ~300 input tokens after a search). For
@@ -46,10 +52,12 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter._money import ZERO, money_math
+from costmeter._usage import field_of
 
 __all__ = [
     "FIXED_BLOCK_TOKENS",
     "WebSearchRate",
+    "counted_searches",
     "rate_for",
     "search_fee",
     "search_worst_case",
@@ -159,3 +167,20 @@ def search_fee(
     with money_math():
         shortfall = max(0, rate.fixed_input_tokens * calls - input_tokens)
         return calls * rate.per_call + shortfall * input_per_mtok / _MILLION
+
+
+def counted_searches(response: Any) -> int | None:
+    """
+    The billable searches of *response*: ``tool_usage.web_search.num_requests`` when reported,
+    else its ``web_search_call`` items whose action is a search; ``None``: neither is there.
+    """
+    reported = field_of(field_of(field_of(response, "tool_usage"), "web_search"), "num_requests")
+    if isinstance(reported, int) and not isinstance(reported, bool):
+        return max(reported, 0)
+    items = [
+        i for i in field_of(response, "output") or () if field_of(i, "type") == "web_search_call"
+    ]
+    if not items:
+        return None
+    actions = [field_of(field_of(i, "action"), "type") for i in items]
+    return sum(1 for action in actions if action in (None, "search"))
