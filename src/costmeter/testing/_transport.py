@@ -15,9 +15,10 @@ emulated as the SDK would see it over loopback:
 * ``delay_next`` / ``x-fake-delay-ms`` and ``event_delay`` sleep (``anyio.sleep`` when async);
   a delay longer than the request's read timeout sleeps that long and raises
   ``httpx2.ReadTimeout`` (the fake still answers the request, as the server would);
-* ``reset_next()`` raises ``httpx2.RemoteProtocolError`` ("Server disconnected without sending a
-  response."); ``reset_next(before_headers=False)`` and ``cut_stream_next()`` raise it while
-  the body is read, after what the server would have sent.
+* ``reset_next()`` raises ``httpx2.ReadError`` ("Connection reset by peer"), as httpcore does
+  on the server's TCP reset; ``reset_next(before_headers=False)`` and ``cut_stream_next()``
+  raise ``httpx2.RemoteProtocolError`` while the body is read, after what the server would have
+  sent (the same messages as httpcore's).
 
 Needs the real server (`FakeOpenAI.start`): what happens *between* client and server rather than
 in them: a TCP reset as such (``ECONNRESET``), connection pooling and keep-alive reuse after a
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FakeTransport"]
 
-_DISCONNECTED = "Server disconnected without sending a response."
+_RESET = "[Errno 104] Connection reset by peer"
 
 
 class FakeTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
@@ -82,7 +83,7 @@ class FakeTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
 
     def _response(self, request: httpx2.Request, reply: Reply) -> httpx2.Response:
         if reply.ending == "reset":
-            raise httpx2.RemoteProtocolError(_DISCONNECTED, request=request)
+            raise httpx2.ReadError(_RESET, request=request)
         return httpx2.Response(
             reply.status,
             headers=reply.head_fields(),
@@ -109,18 +110,18 @@ class _Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
         self._request = request
 
     def _ended(self) -> None:
+        """Raise what httpcore raises when the server closes the connection mid-body."""
         reply = self._reply
         if reply.ending != "cut":
             return
-        if reply.streamed:
-            message = "peer closed connection without sending complete message body: "
-            raise httpx2.RemoteProtocolError(
-                message + "incomplete chunked read", request=self._request
-            )
         sent = sum(len(c) for c in reply.chunks)
+        why = (
+            "incomplete chunked read"
+            if reply.streamed
+            else f"received {sent} bytes, expected {reply.length}"
+        )
         raise httpx2.RemoteProtocolError(
-            "peer closed connection without sending complete message body: "
-            f"received {sent} bytes, expected {reply.length}",
+            f"peer closed connection without sending complete message body ({why})",
             request=self._request,
         )
 
