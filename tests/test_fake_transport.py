@@ -195,7 +195,7 @@ SCENARIOS: list[Scenario] = [
 ]
 
 
-def _events(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _events(logs: list[Any]) -> list[dict[str, Any]]:
     """costmeter's events without what differs on every call (ids, request ids, durations)."""
     return [
         {k: v for k, v in e.items() if not k.endswith(("_id", "_ms"))}
