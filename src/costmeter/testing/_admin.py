@@ -214,8 +214,19 @@ def _window(
     return list(range(start, end, _DAY)), first, limit
 
 
+@dataclass(frozen=True)
+class _Bucket:
+    """One day bucket of a usage or costs page, and what its results are drawn from."""
+
+    knobs: Bill
+    calls: list[BilledCall]
+    items: list[tuple[str, str, Decimal, str]]
+    begin: int
+    query: dict[str, list[str]]
+
+
 def _page(server: FakeAPI, reply: Reply, call: _Call, max_limit: int, results_of: Any) -> None:
-    """One page of day buckets, each with ``results_of(bill, calls, items, start, query)``."""
+    """One page of day buckets, each with ``results_of(bucket)``."""
     query = _query(call)
     window = _window(reply, query, max_limit)
     if window is None:
@@ -231,7 +242,7 @@ def _page(server: FakeAPI, reply: Reply, call: _Call, max_limit: int, results_of
             "object": "bucket",
             "start_time": begin,
             "end_time": begin + _DAY,
-            "results": results_of(knobs, calls, items, begin, query),
+            "results": results_of(_Bucket(knobs, calls, items, begin, query)),
         }
         for begin in chosen
     ]
@@ -260,13 +271,8 @@ def _wanted(call: BilledCall, query: dict[str, list[str]]) -> bool:
     )
 
 
-def _usage_results(
-    knobs: Bill,
-    calls: list[BilledCall],
-    _items: list[tuple[str, str, Decimal, str]],
-    begin: int,
-    query: dict[str, list[str]],
-) -> list[dict[str, Any]]:
+def _usage_results(bucket: _Bucket) -> list[dict[str, Any]]:
+    knobs, calls, begin, query = bucket.knobs, bucket.calls, bucket.begin, bucket.query
     group_by = set(query.get("group_by", []))
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for call in calls:
@@ -307,13 +313,8 @@ def _usage_results(
     return list(groups.values())
 
 
-def _cost_results(
-    knobs: Bill,
-    calls: list[BilledCall],
-    items: list[tuple[str, str, Decimal, str]],
-    begin: int,
-    query: dict[str, list[str]],
-) -> list[dict[str, Any]]:
+def _cost_results(bucket: _Bucket) -> list[dict[str, Any]]:
+    knobs, calls, begin, query = bucket.knobs, bucket.calls, bucket.begin, bucket.query
     group_by = set(query.get("group_by", []))
     day = _day(begin)
     amounts: dict[tuple[Any, ...], Decimal] = {}
@@ -333,7 +334,7 @@ def _cost_results(
         if begin <= call.at < begin + _DAY and _wanted(call, query):
             for line_item, amount in knobs.amounts(call).items():
                 add(line_item, call.project_id, call.api_key_id, amount)
-    for item_day, name, amount, project_id in items:
+    for item_day, name, amount, project_id in bucket.items:
         if item_day == day and ("project_ids" not in query or project_id in query["project_ids"]):
             add(name, project_id, None, amount)
     return [

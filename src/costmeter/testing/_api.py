@@ -24,7 +24,7 @@ from costmeter.testing import (  # noqa: F401  (the core endpoints register thei
 )
 from costmeter.testing._faults import ScriptedFaults, _Fault, _Taken
 from costmeter.testing._reply import Reply
-from costmeter.testing._routing import _BILLING_HOOKS, _Call, _missing_model, _route_for
+from costmeter.testing._routing import _BILLING_HOOKS, _Call, _route_for
 from costmeter.testing._usage import MODEL_SNAPSHOTS, PromptCache, _Plan, new_plan
 from costmeter.testing._wire import (
     JSONDict,
@@ -75,7 +75,7 @@ class FakeAPI(ScriptedFaults):
 
     def __init__(
         self,
-        *,
+        *,  # the settings are documented on `FakeOpenAI.__init__`
         output_tokens: int = 20,
         stream_events: int | None = None,
         event_delay: float = 0.0,
@@ -222,16 +222,6 @@ class FakeAPI(ScriptedFaults):
         plan = new_plan(self, endpoint, body, headers, prefix)
         for hook in _BILLING_HOOKS:
             hook(self, plan, headers)
-        return plan
-
-    def _planned(self, reply: Reply, call: _Call, endpoint: str, prefix: str) -> _Plan | None:
-        """The plan of a model call, its usage fault attached; ``None`` after a 400."""
-        if _missing_model(reply, call.body):
-            return None
-        plan = self._plan(endpoint, call.body, call.headers, prefix)
-        if call.faults.usage is not None:
-            plan.usage_fault = call.faults.usage
-            plan.drop_model = bool(call.faults.usage.params["drop_model"])
         return plan
 
     def _store(self, plan: _Plan) -> None:

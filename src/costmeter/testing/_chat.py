@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from costmeter.testing._routing import _Call, add_route
+from costmeter.testing._routing import _Call, add_model_route
 from costmeter.testing._usage import _Plan
 from costmeter.testing._wire import JSONDict
 
@@ -109,14 +109,11 @@ def _chunks(plan: _Plan) -> list[JSONDict]:
     return chunks
 
 
-def _create(fake: FakeAPI, reply: Reply, call: _Call) -> None:
-    plan = fake._planned(reply, call, "chat.completions", "chatcmpl-")
-    if plan is None:
-        return
+def _create(fake: FakeAPI, reply: Reply, call: _Call, plan: _Plan) -> None:
     if call.body.get("stream"):
         fake._finish_stream(reply, _chunks(plan), call.faults)
     else:
         fake._finish_body(reply, chat_body(plan), call.faults)
 
 
-add_route("POST", r"/v1/chat/completions", _create)
+add_model_route(r"/v1/chat/completions", "chat.completions", "chatcmpl-", _create)

@@ -12,8 +12,8 @@ import json
 import struct
 from typing import TYPE_CHECKING, Any
 
-from costmeter.testing._routing import _Call, add_route
-from costmeter.testing._usage import put_usage
+from costmeter.testing._routing import _Call, add_model_route
+from costmeter.testing._usage import _Plan, put_usage
 from costmeter.testing._wire import JSONDict
 
 if TYPE_CHECKING:
@@ -27,10 +27,7 @@ def _vector(seed: str, dims: int) -> list[float]:
     return [((digest[i % 32] + i) % 256) / 255.0 - 0.5 for i in range(dims)]
 
 
-def _create(fake: FakeAPI, reply: Reply, call: _Call) -> None:
-    plan = fake._planned(reply, call, "embeddings", "emb-")
-    if plan is None:
-        return
+def _create(fake: FakeAPI, reply: Reply, call: _Call, plan: _Plan) -> None:
     body = call.body
     raw = body.get("input")
     items: list[Any] = raw if isinstance(raw, list) else [raw]
@@ -56,4 +53,4 @@ def _create(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     fake._finish_body(reply, out, call.faults)
 
 
-add_route("POST", r"/v1/embeddings", _create)
+add_model_route(r"/v1/embeddings", "embeddings", "emb-", _create)

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
-from costmeter.testing._routing import _Call, add_route
+from costmeter.testing._routing import _Call, add_model_route, add_route
 from costmeter.testing._usage import _Plan, fake_input_tokens
 from costmeter.testing._wire import JSONDict, _error_body
 
@@ -220,10 +220,7 @@ def _input_items(plan: _Plan) -> list[JSONDict]:
 # -------------------------------------------------------------------------------------- routes
 
 
-def _create(fake: FakeAPI, reply: Reply, call: _Call) -> None:
-    plan = fake._planned(reply, call, "responses", "resp_")
-    if plan is None:
-        return
+def _create(fake: FakeAPI, reply: Reply, call: _Call, plan: _Plan) -> None:
     faults = call.faults
     terminal = plan.status
     if faults.stream is not None and faults.stream.kind == "end_with":
@@ -244,10 +241,7 @@ def _create(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     fake._finish_body(reply, final_response(plan, terminal), faults)
 
 
-def _compact(fake: FakeAPI, reply: Reply, call: _Call) -> None:
-    plan = fake._planned(reply, call, "responses", "resp_")
-    if plan is None:
-        return
+def _compact(fake: FakeAPI, reply: Reply, call: _Call, plan: _Plan) -> None:
     items = [i for i in _input_items(plan) if i.get("role") == "user"]
     items.append(
         {
@@ -338,8 +332,8 @@ def _poll(fake: FakeAPI, plan: _Plan) -> str:
 
 
 # Registration order matters: the fixed paths before the ``{id}`` pattern.
-add_route("POST", r"/v1/responses", _create)
-add_route("POST", r"/v1/responses/compact", _compact)
+add_model_route(r"/v1/responses", "responses", "resp_", _create)
+add_model_route(r"/v1/responses/compact", "responses", "resp_", _compact)
 add_route("POST", r"/v1/responses/input_tokens", _input_tokens, billed=False)
 for _method in ("GET", "POST", "DELETE"):
     add_route(_method, r"/v1/responses/.+", _by_id, billed=False)

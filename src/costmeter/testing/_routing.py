@@ -68,6 +68,26 @@ def add_route(method: str, pattern: str, handler: Handler, *, billed: bool = Tru
     _ROUTES.append(ExtraRoute(method.upper(), re.compile(pattern), handler, billed))
 
 
+def add_model_route(
+    pattern: str, endpoint: str, prefix: str, answer: Callable[[FakeAPI, Reply, _Call, _Plan], None]
+) -> None:
+    """
+    Serve a billed ``POST`` that generates a model response: 400 when the body names no model,
+    else *answer* gets the call's `_Plan` (usage decided, billed, its usage fault attached).
+    """
+
+    def handler(fake: FakeAPI, reply: Reply, call: _Call) -> None:
+        if _missing_model(reply, call.body):
+            return
+        plan = fake._plan(endpoint, call.body, call.headers, prefix)
+        if call.faults.usage is not None:
+            plan.usage_fault = call.faults.usage
+            plan.drop_model = bool(call.faults.usage.params["drop_model"])
+        answer(fake, reply, call, plan)
+
+    add_route("POST", pattern, handler)
+
+
 def _route_for(method: str, path: str) -> ExtraRoute | None:
     for route in _ROUTES:
         if route.method == method and route.pattern.fullmatch(path):

@@ -29,7 +29,6 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -66,25 +65,16 @@ class FakeOpenAI(FakeAPI):
     (cut/malformed/end_with); usage override. An outcome fault leaves the others queued.
     """
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        output_tokens: int = 20,
-        stream_events: int | None = None,
-        event_delay: float = 0.0,
-        background_polls: int = 1,
-        snapshots: Mapping[str, str] | None = None,
-        max_stored: int = 10_000,
-    ) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **settings: Any) -> None:
         """
-        Configure (not start) a server.
+        Configure (not start) a server on loopback *host* and *port* (0: any free port).
 
-        *stream_events* fixes the number of ``output_text.delta`` events (default: one per visible
-        output token); *event_delay* sleeps between SSE events so tests can observe streaming in
-        flight; *background_polls* is how many ``GET`` polls a background response answers
-        ``in_progress`` before it completes; *max_stored* bounds the retrievable responses kept.
+        *settings* are `FakeAPI`'s: ``output_tokens`` (20), ``stream_events`` (the number of
+        ``output_text.delta`` events; default one per visible output token), ``event_delay``
+        (seconds between SSE events, so tests can observe streaming in flight),
+        ``background_polls`` (how many ``GET`` polls a background response answers
+        ``in_progress`` before it completes), ``snapshots`` (more model aliases) and
+        ``max_stored`` (the retrievable responses kept).
         """
         if host == "localhost":
             host = "127.0.0.1"  # resolve it ourselves: no resolver, no surprise IPv6 binding
@@ -94,14 +84,7 @@ class FakeOpenAI(FakeAPI):
             loopback = False
         if not loopback:
             raise ValueError(f"FakeOpenAI only binds loopback addresses, not {host!r}")
-        super().__init__(
-            output_tokens=output_tokens,
-            stream_events=stream_events,
-            event_delay=event_delay,
-            background_polls=background_polls,
-            snapshots=snapshots,
-            max_stored=max_stored,
-        )
+        super().__init__(**settings)
         self._host = host
         self._requested_port = port
         self._httpd: _Server | None = None
@@ -213,18 +196,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        fake = self.server.fake
-        with fake._lock:
-            fake._connections.add(self.connection)
-            fake._handler_threads.add(threading.current_thread())
+        self._track(alive=True)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
             super().finish()
-        fake = self.server.fake
+        self._track(alive=False)
+
+    def _track(self, *, alive: bool) -> None:
+        """Keep the server's open connections and handler threads known, for `FakeOpenAI.stop`."""
+        fake, thread = self.server.fake, threading.current_thread()
         with fake._lock:
-            fake._connections.discard(self.connection)
-            fake._handler_threads.discard(threading.current_thread())
+            if alive:
+                fake._connections.add(self.connection)
+                fake._handler_threads.add(thread)
+            else:
+                fake._connections.discard(self.connection)
+                fake._handler_threads.discard(thread)
 
     def handle_one_request(self) -> None:
         """
