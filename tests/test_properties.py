@@ -96,37 +96,41 @@ def test_cached_never_costs_more_than_uncached(
 # search call (OpenAI's pricing page; $10 per 1k searches), written out by hand so the tests below
 # check costmeter's pricing against them rather than against its own formula. Where a model
 # publishes no cache-write rate, a cache write bills as plain input.
-PUBLISHED: dict[tuple[str, str | None], tuple[str, str, str, str, str]] = {
-    ("gpt-5", None): ("1.25", "0.125", "1.25", "10", "0.01"),
-    ("gpt-5", "flex"): ("0.625", "0.0625", "0.625", "5", "0.01"),
-    ("gpt-5", "priority"): ("2.5", "0.25", "2.5", "20", "0.01"),
-    ("gpt-5-mini", None): ("0.25", "0.025", "0.25", "2", "0.01"),
-    ("gpt-5-mini", "flex"): ("0.125", "0.0125", "0.125", "1", "0.01"),
-    ("gpt-5-mini", "priority"): ("0.45", "0.045", "0.45", "3.6", "0.01"),
-    ("gpt-4.1", None): ("2", "0.5", "2", "8", "0.01"),
-    ("gpt-4.1", "priority"): ("3.5", "0.875", "3.5", "14", "0.01"),
-    ("gpt-4o-mini", None): ("0.15", "0.075", "0.15", "0.6", "0.01"),
-    ("gpt-4o-mini", "priority"): ("0.25", "0.125", "0.25", "1", "0.01"),
-    ("gpt-4o-mini", "batch"): ("0.075", "0.075", "0.075", "0.3", "0.01"),
-    ("o3", None): ("2", "0.5", "2", "8", "0.01"),
-    ("o3", "flex"): ("1", "0.25", "1", "4", "0.01"),
-    ("o3", "priority"): ("3.5", "0.875", "3.5", "14", "0.01"),
-    ("o1-mini-2024-09-12", None): ("1.1", "0.55", "1.1", "4.4", "0"),
-    ("gpt-5.4", None): ("2.5", "0.25", "2.5", "15", "0.01"),
-    ("gpt-5.4", "flex"): ("1.25", "0.13", "1.25", "7.5", "0.01"),  # the page rounds to cents
-    ("gpt-5.6", None): ("4", "0.4", "5", "20", "0.01"),
-    ("gpt-5.6", "flex"): ("2", "0.2", "2.5", "10", "0.01"),
-    ("gpt-5.6", "priority"): ("8", "0.8", "10", "40", "0.01"),
-    ("text-embedding-3-small", None): ("0.02", "0.02", "0.02", "0", "0"),
+PUBLISHED: dict[str, str] = {
+    "gpt-5": "1.25 0.125 1.25 10 0.01",
+    "gpt-5@flex": "0.625 0.0625 0.625 5 0.01",
+    "gpt-5@priority": "2.5 0.25 2.5 20 0.01",
+    "gpt-5-mini": "0.25 0.025 0.25 2 0.01",
+    "gpt-5-mini@flex": "0.125 0.0125 0.125 1 0.01",
+    "gpt-5-mini@priority": "0.45 0.045 0.45 3.6 0.01",
+    "gpt-4.1": "2 0.5 2 8 0.01",
+    "gpt-4.1@priority": "3.5 0.875 3.5 14 0.01",
+    "gpt-4o-mini": "0.15 0.075 0.15 0.6 0.01",
+    "gpt-4o-mini@priority": "0.25 0.125 0.25 1 0.01",
+    "gpt-4o-mini@batch": "0.075 0.075 0.075 0.3 0.01",
+    "o3": "2 0.5 2 8 0.01",
+    "o3@flex": "1 0.25 1 4 0.01",
+    "o3@priority": "3.5 0.875 3.5 14 0.01",
+    "o1-mini-2024-09-12": "1.1 0.55 1.1 4.4 0",
+    "gpt-5.4": "2.5 0.25 2.5 15 0.01",
+    "gpt-5.4@flex": "1.25 0.13 1.25 7.5 0.01",  # the page rounds to cents
+    "gpt-5.6": "4 0.4 5 20 0.01",
+    "gpt-5.6@flex": "2 0.2 2.5 10 0.01",
+    "gpt-5.6@priority": "8 0.8 10 40 0.01",
+    "text-embedding-3-small": "0.02 0.02 0.02 0 0",
 }
 # Above 272k input tokens gpt-5.4 and gpt-5.6 bill the whole request at 2x input, 1.5x output.
-LONG_CONTEXT: dict[tuple[str, str | None], tuple[str, str, str, str, str]] = {
-    ("gpt-5.4", None): ("5", "0.5", "5", "22.5", "0.01"),
-    ("gpt-5.4", "flex"): ("2.5", "0.25", "2.5", "11.25", "0.01"),
-    ("gpt-5.6", None): ("8", "0.8", "10", "30", "0.01"),
-    ("gpt-5.6", "priority"): ("16", "1.6", "20", "60", "0.01"),
+LONG_CONTEXT: dict[str, str] = {
+    "gpt-5.4": "5 0.5 5 22.5 0.01",
+    "gpt-5.4@flex": "2.5 0.25 2.5 11.25 0.01",
+    "gpt-5.6": "8 0.8 10 30 0.01",
+    "gpt-5.6@priority": "16 1.6 20 60 0.01",
 }
 LONG_CONTEXT_ABOVE = 272_000
+
+
+def _rates_key(model: str, tier: str | None) -> str:
+    return model if tier in (None, "default") else f"{model}@{tier}"
 
 
 def _hand_parts(
@@ -136,8 +140,8 @@ def _hand_parts(
     cache writes, output (reasoning inside) and search fees each at their own rate."""
     input_tokens = parts["uncached"] + parts["cached"] + parts["cache_write"]
     table = LONG_CONTEXT if input_tokens > LONG_CONTEXT_ABOVE else PUBLISHED
-    rates = table.get((model, tier), PUBLISHED[(model, tier)])
-    inp, cached, write, out, search = (Decimal(r) for r in rates)
+    key = _rates_key(model, tier)
+    inp, cached, write, out, search = (Decimal(r) for r in table.get(key, PUBLISHED[key]).split())
     per = Decimal(1_000_000)
     return {
         "input_usd": parts["uncached"] * inp / per,
@@ -178,9 +182,9 @@ def test_parts_match_a_hand_computation_from_published_rates(
 
     assert expected == {key: getattr(cost, key) for key in expected}
     assert sum(expected.values(), Decimal(0)) == cost.total_usd
-    assert (usage.input_tokens > LONG_CONTEXT_ABOVE and (model, tier) in LONG_CONTEXT) == (
-        cost.long_context
-    )
+    assert (
+        usage.input_tokens > LONG_CONTEXT_ABOVE and _rates_key(model, tier) in LONG_CONTEXT
+    ) == (cost.long_context)
 
 
 @SETTINGS
@@ -241,12 +245,7 @@ SERVED_AS = {
 @settings(max_examples=60, deadline=None, database=None)
 @given(
     model_tier=st.sampled_from(
-        [
-            (m, t)
-            for m in ESTIMATED
-            for t in SERVED_AS
-            if (m, t if t != "default" else None) in PUBLISHED
-        ]
+        [(m, t) for m in ESTIMATED for t in SERVED_AS if _rates_key(m, t) in PUBLISHED]
     ),
     text=TEXT,
     instructions=st.none() | TEXT,

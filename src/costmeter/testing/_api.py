@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from costmeter.testing import (  # noqa: F401  (the core endpoints register their routes)
@@ -96,7 +96,7 @@ class FakeAPI(ScriptedFaults):
         self._stored: OrderedDict[str, _Plan] = OrderedDict()
         self._prompt_cache = PromptCache()
         self._errors: list[BaseException] = []
-        self._extensions: dict[type, Any] = {}
+        self._extensions: dict[type[Any], Any] = {}
 
     # -------------------------------------------------------------------------------- recorded
 
@@ -138,13 +138,16 @@ class FakeAPI(ScriptedFaults):
             self._errors.clear()
         self._prompt_cache.clear()
 
-    def _state_of(self, kind: Callable[[], _T]) -> _T:
-        """The per-fake state an endpoint module keeps (its bill, its files), made on first use."""
+    def _state_of(self, kind: type[_T]) -> _T:
+        """
+        The per-fake state an endpoint module keeps (its bill, its files), made on first use and
+        kept as long as the fake, across `reset` (the organization's bill outlives a test's calls).
+        """
         with self._lock:
-            found = self._extensions.get(kind)  # type: ignore[call-overload]
+            found = self._extensions.get(kind)
             if found is None:
-                found = self._extensions[kind] = kind()  # type: ignore[index]
-            return found  # type: ignore[no-any-return]
+                found = self._extensions[kind] = kind()
+            return cast(_T, found)
 
     # ------------------------------------------------------------------------------- carriers
 
