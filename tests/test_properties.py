@@ -92,22 +92,99 @@ def test_cached_never_costs_more_than_uncached(
     assert _total(price, _usage(cached)) <= _total(price, _usage(parts))
 
 
-@SETTINGS
-@given(parts=PARTS, searches=st.integers(0, 20))
-def test_parts_sum_to_total(price: ModelPrice, parts: dict[str, int], searches: int) -> None:
-    """total_usd is exactly the sum of the parts, and no part is negative."""
-    usage = dataclasses.replace(_usage(parts), web_search_calls=searches)
-    cost = costmeter.cost_of(price, usage)
-    items = (
-        cost.input_usd,
-        cost.cached_input_usd,
-        cost.cache_write_usd,
-        cost.output_usd,
-        cost.tool_usd,
-    )
+# Published rates, USD per 1M tokens (input, cached input, cache write, output) and USD per web
+# search call (OpenAI's pricing page; $10 per 1k searches), written out by hand so the tests below
+# check costmeter's pricing against them rather than against its own formula. Where a model
+# publishes no cache-write rate, a cache write bills as plain input.
+PUBLISHED: dict[str, str] = {
+    "gpt-5": "1.25 0.125 1.25 10 0.01",
+    "gpt-5@flex": "0.625 0.0625 0.625 5 0.01",
+    "gpt-5@priority": "2.5 0.25 2.5 20 0.01",
+    "gpt-5-mini": "0.25 0.025 0.25 2 0.01",
+    "gpt-5-mini@flex": "0.125 0.0125 0.125 1 0.01",
+    "gpt-5-mini@priority": "0.45 0.045 0.45 3.6 0.01",
+    "gpt-4.1": "2 0.5 2 8 0.01",
+    "gpt-4.1@priority": "3.5 0.875 3.5 14 0.01",
+    "gpt-4o-mini": "0.15 0.075 0.15 0.6 0.01",
+    "gpt-4o-mini@priority": "0.25 0.125 0.25 1 0.01",
+    "gpt-4o-mini@batch": "0.075 0.075 0.075 0.3 0.01",
+    "o3": "2 0.5 2 8 0.01",
+    "o3@flex": "1 0.25 1 4 0.01",
+    "o3@priority": "3.5 0.875 3.5 14 0.01",
+    "o1-mini-2024-09-12": "1.1 0.55 1.1 4.4 0",
+    "gpt-5.4": "2.5 0.25 2.5 15 0.01",
+    "gpt-5.4@flex": "1.25 0.13 1.25 7.5 0.01",  # the page rounds to cents
+    "gpt-5.6": "4 0.4 5 20 0.01",
+    "gpt-5.6@flex": "2 0.2 2.5 10 0.01",
+    "gpt-5.6@priority": "8 0.8 10 40 0.01",
+    "text-embedding-3-small": "0.02 0.02 0.02 0 0",
+}
+# Above 272k input tokens gpt-5.4 and gpt-5.6 bill the whole request at 2x input, 1.5x output.
+LONG_CONTEXT: dict[str, str] = {
+    "gpt-5.4": "5 0.5 5 22.5 0.01",
+    "gpt-5.4@flex": "2.5 0.25 2.5 11.25 0.01",
+    "gpt-5.6": "8 0.8 10 30 0.01",
+    "gpt-5.6@priority": "16 1.6 20 60 0.01",
+}
+LONG_CONTEXT_ABOVE = 272_000
 
-    assert sum(items, Decimal(0)) == cost.total_usd
-    assert all(item >= 0 for item in items)
+
+def _rates_key(model: str, tier: str | None) -> str:
+    return model if tier in (None, "default") else f"{model}@{tier}"
+
+
+def _hand_parts(
+    model: str, tier: str | None, parts: dict[str, int], searches: int = 0
+) -> dict[str, Decimal]:
+    """The bill of *parts* at *model*'s published rates, by hand: uncached input, cache reads,
+    cache writes, output (reasoning inside) and search fees each at their own rate."""
+    input_tokens = parts["uncached"] + parts["cached"] + parts["cache_write"]
+    table = LONG_CONTEXT if input_tokens > LONG_CONTEXT_ABOVE else PUBLISHED
+    key = _rates_key(model, tier)
+    inp, cached, write, out, search = (Decimal(r) for r in table.get(key, PUBLISHED[key]).split())
+    per = Decimal(1_000_000)
+    return {
+        "input_usd": parts["uncached"] * inp / per,
+        "cached_input_usd": parts["cached"] * cached / per,
+        "cache_write_usd": parts["cache_write"] * write / per,
+        "output_usd": (parts["visible"] + parts["reasoning"]) * out / per,
+        "tool_usd": searches * search,
+    }
+
+
+# Every part drawn >= 1, so each term of the bill (and each one subtracted from input_tokens to
+# find the uncached input) is exercised; inputs up to 450k cross the long-context threshold.
+EVERY_PART = st.fixed_dictionaries(
+    {
+        "uncached": st.integers(1, 200_000),
+        "cached": st.integers(1, 150_000),
+        "cache_write": st.integers(1, 100_000),
+        "visible": st.integers(1, 100_000),
+        "reasoning": st.integers(1, 100_000),
+    }
+)
+
+
+@pytest.mark.parametrize(("model", "tier"), PRICED, ids=str)
+@settings(SETTINGS)
+@given(parts=EVERY_PART, searches=st.integers(1, 20))
+def test_parts_match_a_hand_computation_from_published_rates(
+    model: str, tier: str | None, parts: dict[str, int], searches: int
+) -> None:
+    """
+    Each part of the bill (uncached input, cache reads, cache writes, output with reasoning,
+    search fees) equals the published rate times its own token count, at the long-context rates
+    above the threshold; the total is their sum. Computed by hand, not by costmeter's formula.
+    """
+    usage = dataclasses.replace(_usage(parts), web_search_calls=searches)
+    cost = costmeter.cost_of(model, usage, service_tier=tier)
+    expected = _hand_parts(model, tier, parts, searches)
+
+    assert expected == {key: getattr(cost, key) for key in expected}
+    assert sum(expected.values(), Decimal(0)) == cost.total_usd
+    assert (
+        usage.input_tokens > LONG_CONTEXT_ABOVE and _rates_key(model, tier) in LONG_CONTEXT
+    ) == (cost.long_context)
 
 
 @SETTINGS
@@ -154,18 +231,44 @@ TEXT = st.text(max_size=200)
 ESTIMATED = ["gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4o-mini", "o3", "gpt-5.6"]
 
 
-@settings(max_examples=40, deadline=None, database=None)
+# The tiers a Responses request can be billed at, by its service_tier (OpenAI: an absent or
+# "auto" tier is the project's default, which may be priority; an explicit tier is served as
+# asked). Only the tiers PUBLISHED lists for a model are drawn.
+SERVED_AS = {
+    None: (None, "priority"),
+    "default": (None,),
+    "flex": ("flex",),
+    "priority": ("priority",),
+}
+
+
+@settings(max_examples=60, deadline=None, database=None)
 @given(
-    model=st.sampled_from(ESTIMATED),
+    model_tier=st.sampled_from(
+        [(m, t) for m in ESTIMATED for t in SERVED_AS if _rates_key(m, t) in PUBLISHED]
+    ),
     text=TEXT,
     instructions=st.none() | TEXT,
     bound=st.none() | st.integers(0, 200_000),
-    tier=st.sampled_from([None, "flex", "priority"]),
+    split=st.tuples(*[st.floats(0.01, 1.0)] * 5),
 )
-def test_responses_estimate_never_negative(
-    model: str, text: str, instructions: str | None, bound: int | None, tier: str | None
+def test_responses_estimate_covers_any_bill_within_it(
+    model_tier: tuple[str, str | None],
+    text: str,
+    instructions: str | None,
+    bound: int | None,
+    split: tuple[float, ...],
 ) -> None:
-    """Any Responses request estimates to >= 0 tokens and >= 0 dollars (None when unpriced)."""
+    """
+    A Responses estimate is a true worst case: any response whose input is at most the estimated
+    input tokens plus the estimator's documented margin (5 % + 64 tokens) and whose output
+    (reasoning included) is at most the bound costs no more, at
+    any tier it can be served at, however the input splits into uncached, cached and
+    cache-write tokens (a cache write costs more than plain input on gpt-5.6). The bills are
+    priced by hand from published rates; every input part is drawn non-empty, and reasoning
+    too whenever the bound allows output.
+    """
+    model, tier = model_tier
     estimate = costmeter.estimate(
         model=model,
         input=text,
@@ -173,10 +276,26 @@ def test_responses_estimate_never_negative(
         max_output_tokens=bound,
         service_tier=tier,
     )
-
-    assert estimate.input_tokens >= 0
-    assert estimate.max_output_tokens >= 0
-    assert estimate.cost_usd is None or estimate.cost_usd >= 0
+    assert estimate.cost_usd is not None
+    n_in, n_out = estimate.input_tokens, estimate.max_output_tokens
+    assert n_in >= 1
+    assert n_out == (costmeter.DEFAULT_MAX_OUTPUT_TOKENS if bound is None else bound)
+    billed_in = n_in + n_in * 5 // 100 + 64  # the README's margin: 5 % + 64 tokens (floored)
+    cached = max(1, int(billed_in * split[0] * 0.5))
+    write = max(1, int((billed_in - cached) * split[1]) - 1)
+    reasoning = min(n_out, max(1, int(n_out * split[2])))
+    parts = {
+        "uncached": billed_in - cached - write,
+        "cached": cached,
+        "cache_write": write,
+        "visible": n_out - reasoning,
+        "reasoning": reasoning,
+    }
+    all_writes = {**parts, "uncached": 0, "cached": 0, "cache_write": billed_in}
+    for served in SERVED_AS[tier]:
+        for drawn in (parts, all_writes):
+            bill = sum(_hand_parts(model, served, drawn).values(), Decimal(0))
+            assert Decimal(0) <= bill <= estimate.cost_usd
 
 
 @settings(max_examples=40, deadline=None, database=None)

@@ -1,5 +1,5 @@
 """
-The organization's bill, as `FakeOpenAI` serves it: the admin Usage and Costs endpoints
+The organization's bill, as `FakeAPI` serves it: the admin Usage and Costs endpoints
 (``GET /v1/organization/usage/completions`` and ``GET /v1/organization/costs``, the SDK's
 ``client.admin.organization.usage.completions`` / ``.costs``), in the shapes of the SDK's
 ``UsageCompletionsResponse`` / ``UsageCostsResponse``, computed from the calls the server actually
@@ -21,24 +21,19 @@ import json
 import re
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from costmeter._money import money_math
-from costmeter.testing._fake import (
-    _BILLING_HOOKS,
-    FakeOpenAI,
-    _Call,
-    _error_body,
-    _Handler,
-    _Plan,
-    add_route,
-)
+from costmeter.testing._api import FakeAPI
+from costmeter.testing._reply import Reply
+from costmeter.testing._routing import _BILLING_HOOKS, _Call, add_route
+from costmeter.testing._usage import _Plan
+from costmeter.testing._wire import _error_body
 
 __all__ = ["Bill", "BilledCall", "bill"]
 
@@ -159,20 +154,12 @@ class Bill:
             }
 
 
-_BILLS: weakref.WeakKeyDictionary[FakeOpenAI, Bill] = weakref.WeakKeyDictionary()
-_BILLS_LOCK = threading.Lock()
-
-
-def bill(server: FakeOpenAI) -> Bill:
+def bill(server: FakeAPI) -> Bill:
     """The bill of *server*'s organization (created on first use, kept as long as the server)."""
-    with _BILLS_LOCK:
-        found = _BILLS.get(server)
-        if found is None:
-            found = _BILLS[server] = Bill()
-        return found
+    return server._state_of(Bill)
 
 
-def _on_generated(server: FakeOpenAI, plan: _Plan, headers: Mapping[str, str]) -> None:
+def _on_generated(server: FakeAPI, plan: _Plan, headers: Mapping[str, str]) -> None:
     usage = plan.usage()
     chat = plan.endpoint == "chat.completions"
     details = usage.get("prompt_tokens_details" if chat else "input_tokens_details") or {}
@@ -199,16 +186,16 @@ def _day(at: float) -> str:
 # -- the endpoints -------------------------------------------------------------------------------
 
 
-def _query(h: _Handler) -> dict[str, list[str]]:
+def _query(call: _Call) -> dict[str, list[str]]:
     """The query with repeated keys kept (the SDK sends lists as ``key[]=a&key[]=b``)."""
     out: dict[str, list[str]] = {}
-    for key, values in parse_qs(urlsplit(h.path).query).items():
+    for key, values in parse_qs(call.query_string).items():
         out.setdefault(key.removesuffix("[]"), []).extend(values)
     return out
 
 
 def _window(
-    h: _Handler, query: dict[str, list[str]], max_limit: int
+    reply: Reply, query: dict[str, list[str]], max_limit: int
 ) -> tuple[list[int], int, int] | None:
     """Bucket starts, page start index and page size; ``None`` after answering 400."""
     try:
@@ -217,18 +204,31 @@ def _window(
         limit = int(query.get("limit", ["7"])[0])
         first = int(query["page"][0].removeprefix("page_")) if "page" in query else 0
     except (KeyError, ValueError):
-        h.send_json(400, _error_body(400, "start_time is required; times, limit, page integers"))
+        reply.send_json(
+            400, _error_body(400, "start_time is required; times, limit, page integers")
+        )
         return None
     if query.get("bucket_width", ["1d"])[0] != "1d" or not 1 <= limit <= max_limit:
-        h.send_json(400, _error_body(400, f"only 1d buckets; limit 1..{max_limit}"))
+        reply.send_json(400, _error_body(400, f"only 1d buckets; limit 1..{max_limit}"))
         return None
     return list(range(start, end, _DAY)), first, limit
 
 
-def _page(server: FakeOpenAI, h: _Handler, max_limit: int, results_of: Any) -> None:
-    """One page of day buckets, each with ``results_of(bill, calls, items, start, query)``."""
-    query = _query(h)
-    window = _window(h, query, max_limit)
+@dataclass(frozen=True)
+class _Bucket:
+    """One day bucket of a usage or costs page, and what its results are drawn from."""
+
+    knobs: Bill
+    calls: list[BilledCall]
+    items: list[tuple[str, str, Decimal, str]]
+    begin: int
+    query: dict[str, list[str]]
+
+
+def _page(server: FakeAPI, reply: Reply, call: _Call, max_limit: int, results_of: Any) -> None:
+    """One page of day buckets, each with ``results_of(bucket)``."""
+    query = _query(call)
+    window = _window(reply, query, max_limit)
     if window is None:
         return
     starts, first, size = window
@@ -242,7 +242,7 @@ def _page(server: FakeOpenAI, h: _Handler, max_limit: int, results_of: Any) -> N
             "object": "bucket",
             "start_time": begin,
             "end_time": begin + _DAY,
-            "results": results_of(knobs, calls, items, begin, query),
+            "results": results_of(_Bucket(knobs, calls, items, begin, query)),
         }
         for begin in chosen
     ]
@@ -253,7 +253,7 @@ def _page(server: FakeOpenAI, h: _Handler, max_limit: int, results_of: Any) -> N
         "has_more": more,
         "next_page": f"page_{first + len(chosen)}" if more else None,
     }
-    h.send_raw(200, _exact_json(body), "application/json")
+    reply.send_raw(200, _exact_json(body), "application/json")
 
 
 def _exact_json(value: Any) -> bytes:
@@ -271,13 +271,8 @@ def _wanted(call: BilledCall, query: dict[str, list[str]]) -> bool:
     )
 
 
-def _usage_results(
-    knobs: Bill,
-    calls: list[BilledCall],
-    _items: list[tuple[str, str, Decimal, str]],
-    begin: int,
-    query: dict[str, list[str]],
-) -> list[dict[str, Any]]:
+def _usage_results(bucket: _Bucket) -> list[dict[str, Any]]:
+    knobs, calls, begin, query = bucket.knobs, bucket.calls, bucket.begin, bucket.query
     group_by = set(query.get("group_by", []))
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for call in calls:
@@ -318,13 +313,8 @@ def _usage_results(
     return list(groups.values())
 
 
-def _cost_results(
-    knobs: Bill,
-    calls: list[BilledCall],
-    items: list[tuple[str, str, Decimal, str]],
-    begin: int,
-    query: dict[str, list[str]],
-) -> list[dict[str, Any]]:
+def _cost_results(bucket: _Bucket) -> list[dict[str, Any]]:
+    knobs, calls, begin, query = bucket.knobs, bucket.calls, bucket.begin, bucket.query
     group_by = set(query.get("group_by", []))
     day = _day(begin)
     amounts: dict[tuple[Any, ...], Decimal] = {}
@@ -344,7 +334,7 @@ def _cost_results(
         if begin <= call.at < begin + _DAY and _wanted(call, query):
             for line_item, amount in knobs.amounts(call).items():
                 add(line_item, call.project_id, call.api_key_id, amount)
-    for item_day, name, amount, project_id in items:
+    for item_day, name, amount, project_id in bucket.items:
         if item_day == day and ("project_ids" not in query or project_id in query["project_ids"]):
             add(name, project_id, None, amount)
     return [
@@ -363,12 +353,12 @@ def _cost_results(
     ]
 
 
-def _usage_route(server: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _page(server, h, 31, _usage_results)
+def _usage_route(server: FakeAPI, reply: Reply, call: _Call) -> None:
+    _page(server, reply, call, 31, _usage_results)
 
 
-def _costs_route(server: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _page(server, h, 180, _cost_results)
+def _costs_route(server: FakeAPI, reply: Reply, call: _Call) -> None:
+    _page(server, reply, call, 180, _cost_results)
 
 
 add_route("GET", r"/v1/organization/usage/completions", _usage_route, billed=False)

@@ -32,17 +32,11 @@ import wave
 from collections.abc import Mapping
 from typing import Any
 
-from costmeter.testing._fake import (
-    FakeOpenAI,
-    JSONDict,
-    _Call,
-    _deltas,
-    _error_body,
-    _Handler,
-    _int_header,
-    _sse_frames,
-    add_route,
-)
+from costmeter.testing._api import FakeAPI
+from costmeter.testing._reply import Reply
+from costmeter.testing._routing import _Call, add_route
+from costmeter.testing._usage import _deltas
+from costmeter.testing._wire import JSONDict, _error_body, _int_header, _sse_frames
 
 __all__: list[str] = []
 
@@ -117,14 +111,14 @@ def _usage(call: _Call, model: str, seconds: float, output_tokens: int) -> JSOND
     }
 
 
-def _speech_to_text(fake: FakeOpenAI, h: _Handler, call: _Call, *, translate: bool) -> None:
+def _speech_to_text(fake: FakeAPI, reply: Reply, call: _Call, *, translate: bool) -> None:
     model = call.body.get("model")
     if not isinstance(model, str) or not model:
-        h.send_json(400, _error_body(400, "Missing required parameter: 'model'."))
+        reply.send_json(400, _error_body(400, "Missing required parameter: 'model'."))
         return
     seconds = _duration(call)
     if seconds is None:
-        h.send_json(400, _error_body(400, "Invalid file format. Supported formats: ['wav']"))
+        reply.send_json(400, _error_body(400, "Invalid file format. Supported formats: ['wav']"))
         return
     count = _int_header(call.headers, "x-fake-output-tokens")
     words = _deltas(20 if count is None else count)
@@ -138,13 +132,13 @@ def _speech_to_text(fake: FakeOpenAI, h: _Handler, call: _Call, *, translate: bo
         done: JSONDict = {"type": "transcript.text.done", "text": text}
         if usage is not None:
             done["usage"] = usage
-        h.send_stream(_sse_frames([*events, done], done=False))
+        reply.send_stream(_sse_frames([*events, done], done=False))
         return
     if fmt == "text":
-        h.send_raw(200, text.encode(), "text/plain; charset=utf-8")
+        reply.send_raw(200, text.encode(), "text/plain; charset=utf-8")
         return
     if fmt in ("srt", "vtt"):
-        h.send_raw(200, _subtitles(text, seconds, fmt).encode(), "text/plain; charset=utf-8")
+        reply.send_raw(200, _subtitles(text, seconds, fmt).encode(), "text/plain; charset=utf-8")
         return
     body: JSONDict = {"text": text}
     if fmt == "verbose_json":
@@ -167,22 +161,22 @@ def _speech_to_text(fake: FakeOpenAI, h: _Handler, call: _Call, *, translate: bo
         body = {"task": "transcribe", "duration": seconds, "text": text, "segments": [segment]}
     if usage is not None:
         body["usage"] = usage
-    h.send_json(200, body)
+    reply.send_json(200, body)
 
 
-def _transcriptions(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _speech_to_text(fake, h, call, translate=False)
+def _transcriptions(fake: FakeAPI, reply: Reply, call: _Call) -> None:
+    _speech_to_text(fake, reply, call, translate=False)
 
 
-def _translations(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _speech_to_text(fake, h, call, translate=True)
+def _translations(fake: FakeAPI, reply: Reply, call: _Call) -> None:
+    _speech_to_text(fake, reply, call, translate=True)
 
 
-def _speech(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+def _speech(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     body: Mapping[str, Any] = call.body
     model, text = body.get("model"), body.get("input")
     if not isinstance(model, str) or not model or not isinstance(text, str):
-        h.send_json(400, _error_body(400, "Missing required parameter: 'model' or 'input'."))
+        reply.send_json(400, _error_body(400, "Missing required parameter: 'model' or 'input'."))
         return
     fmt = body.get("response_format") or "mp3"
     audio = (b"\xff\xf3\x44\xc4" * 8) * len(text)
@@ -203,9 +197,9 @@ def _speech(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
             "total_tokens": input_tokens + output,
         }
         events.append({"type": "speech.audio.done", "usage": usage})
-        h.send_stream(_sse_frames(events, done=False))
+        reply.send_stream(_sse_frames(events, done=False))
         return
-    h.send_raw(200, audio, _CONTENT_TYPES.get(str(fmt), "application/octet-stream"))
+    reply.send_raw(200, audio, _CONTENT_TYPES.get(str(fmt), "application/octet-stream"))
 
 
 add_route("POST", r"/v1/audio/transcriptions", _transcriptions)

@@ -23,21 +23,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from costmeter.testing._api import FakeAPI
+from costmeter.testing._chat import chat_body
 from costmeter.testing._completions import completion_prompt_tokens, completion_usage
-from costmeter.testing._fake import (
-    FakeOpenAI,
-    _Call,
-    _error_body,
-    _Handler,
-    _new_id,
-    add_route,
-    fake_input_tokens,
-)
+from costmeter.testing._reply import Reply
+from costmeter.testing._responses import final_response
+from costmeter.testing._routing import _Call, add_route
+from costmeter.testing._usage import _new_id, fake_input_tokens
+from costmeter.testing._wire import _error_body
 
 __all__ = ["batch_line_usage"]
 
@@ -69,16 +66,9 @@ class _Files:
     batches: dict[str, _Batch] = field(default_factory=dict)
 
 
-_state: weakref.WeakKeyDictionary[FakeOpenAI, _Files] = weakref.WeakKeyDictionary()
-_state_lock = threading.Lock()
-
-
-def _files(fake: FakeOpenAI) -> _Files:
-    with _state_lock:
-        found = _state.get(fake)
-        if found is None:
-            found = _state[fake] = _Files()
-        return found
+def _files(fake: FakeAPI) -> _Files:
+    """*fake*'s files and batches (kept as long as the fake, across `FakeAPI.reset`)."""
+    return fake._state_of(_Files)
 
 
 def _file_object(file_id: str, filename: str, size: int, purpose: str) -> dict[str, Any]:
@@ -95,11 +85,11 @@ def _file_object(file_id: str, filename: str, size: int, purpose: str) -> dict[s
     }
 
 
-def _upload(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+def _upload(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     upload = call.body.get("file")
     purpose = call.body.get("purpose")
     if not isinstance(upload, Mapping) or not isinstance(purpose, str):
-        h.send_json(400, _error_body(400, "Missing required parameters: 'file' and 'purpose'."))
+        reply.send_json(400, _error_body(400, "Missing required parameters: 'file' and 'purpose'."))
         return
     data = upload.get("data", b"")
     file_id = _new_id("file-", 12)
@@ -107,27 +97,27 @@ def _upload(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
     store = _files(fake)
     with store.lock:
         store.files[file_id] = (obj, data)
-    h.send_json(200, obj)
+    reply.send_json(200, obj)
 
 
-def _stored(h: _Handler, table: Mapping[str, Any], key: str, kind: str, store: _Files) -> Any:
+def _stored(reply: Reply, table: Mapping[str, Any], key: str, kind: str, store: _Files) -> Any:
     """The stored object, or ``None`` after answering 404 like the API."""
     with store.lock:
         found = table.get(key)
     if found is None:
-        h.send_json(404, _error_body(404, f"No such {kind} object: {key}"))
+        reply.send_json(404, _error_body(404, f"No such {kind} object: {key}"))
     return found
 
 
-def _content(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+def _content(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     store = _files(fake)
-    found = _stored(h, store.files, call.path.split("/")[3], "File", store)
+    found = _stored(reply, store.files, call.path.split("/")[3], "File", store)
     if found is not None:
-        h.send_raw(200, found[1], "application/octet-stream")
+        reply.send_raw(200, found[1], "application/octet-stream")
 
 
 def batch_line_usage(
-    fake: FakeOpenAI, url: str, body: dict[str, Any], headers: Mapping[str, str]
+    fake: FakeAPI, url: str, body: dict[str, Any], headers: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     The response body the fake gives one batch line, and its usage in the ``BatchUsage`` shape.
@@ -154,10 +144,10 @@ def batch_line_usage(
         return response, _batch_usage(tokens, 0, 0, 0)
     if url == "/v1/chat/completions":
         plan = fake._plan("chat.completions", body, headers, "chatcmpl-")
-        response = fake._chat_body(plan)
+        response = chat_body(plan)
     else:
         plan = fake._plan("responses", body, headers, "resp_")
-        response = fake._final_response(plan, plan.status)
+        response = final_response(plan, plan.status)
     n = max(1, int(body.get("n") or 1)) if url == "/v1/chat/completions" else 1
     return response, _batch_usage(
         plan.input_tokens, plan.cached, (plan.reasoning + plan.visible) * n, plan.reasoning * n
@@ -174,7 +164,7 @@ def _batch_usage(inp: int, cached: int, out: int, reasoning: int) -> dict[str, A
     }
 
 
-def _run(fake: FakeOpenAI, store: _Files, batch: _Batch) -> None:
+def _run(fake: FakeAPI, store: _Files, batch: _Batch) -> None:
     """Answer every line of the batch's input file: its output file and summed usage."""
     with store.lock:
         _obj, data = store.files[batch.input_file_id]
@@ -245,14 +235,14 @@ def _batch_object(batch: _Batch) -> dict[str, Any]:
     return out
 
 
-def _create(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+def _create(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     body = call.body
     file_id = body.get("input_file_id")
     store = _files(fake)
     with store.lock:
         found = store.files.get(file_id) if isinstance(file_id, str) else None
     if not isinstance(file_id, str) or found is None or found[0]["purpose"] != "batch":
-        h.send_json(400, _error_body(400, f"Invalid 'input_file_id': {file_id!r}."))
+        reply.send_json(400, _error_body(400, f"Invalid 'input_file_id': {file_id!r}."))
         return
     omit = frozenset(
         p.strip() for p in call.headers.get("x-fake-batch-omit", "").split(",") if p.strip()
@@ -267,14 +257,14 @@ def _create(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
     )
     with store.lock:
         store.batches[batch.id] = batch
-    h.send_json(200, _batch_object(batch))
+    reply.send_json(200, _batch_object(batch))
 
 
-def _by_id(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+def _by_id(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     parts = call.path.split("/")
     batch_id, cancel = parts[3], len(parts) > 4
     store = _files(fake)
-    batch = _stored(h, store.batches, batch_id, "Batch", store)
+    batch = _stored(reply, store.batches, batch_id, "Batch", store)
     if batch is None:
         return
     with store.lock:  # re-entrant: `_run` stores the output file under it too
@@ -290,7 +280,7 @@ def _by_id(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
             else:
                 batch.status = "in_progress"
         out = _batch_object(batch)
-    h.send_json(200, out)
+    reply.send_json(200, out)
 
 
 add_route("POST", r"/v1/files", _upload, billed=False)

@@ -25,21 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from costmeter.testing._fake import (
-    OMIT,
-    FakeOpenAI,
-    _Call,
-    _deltas,
-    _error_body,
-    _Handler,
-    _int_header,
-    _merge,
-    _new_id,
-    add_route,
-    sse,
-)
+from costmeter.testing._api import FakeAPI
+from costmeter.testing._reply import Reply
+from costmeter.testing._routing import _Call, add_route
+from costmeter.testing._usage import _deltas, _new_id, put_usage
+from costmeter.testing._wire import _error_body, _int_header, sse
 
-__all__ = ["apply_usage_fault", "completion_prompt_tokens", "completion_usage"]
+__all__ = ["completion_prompt_tokens", "completion_usage"]
 
 _DEFAULT_MAX_TOKENS = 16
 
@@ -68,7 +60,7 @@ def _count(value: object, default: int) -> int:
     return value if isinstance(value, int) and value >= 1 else default
 
 
-def _per_candidate(fake: FakeOpenAI, body: Mapping[str, Any], headers: Mapping[str, str]) -> int:
+def _per_candidate(fake: FakeAPI, body: Mapping[str, Any], headers: Mapping[str, str]) -> int:
     wanted = _int_header(headers, "x-fake-output-tokens")
     wanted = fake.output_tokens if wanted is None else wanted
     bound = body.get("max_tokens")
@@ -77,7 +69,7 @@ def _per_candidate(fake: FakeOpenAI, body: Mapping[str, Any], headers: Mapping[s
 
 
 def completion_usage(
-    fake: FakeOpenAI, body: Mapping[str, Any], headers: Mapping[str, str]
+    fake: FakeAPI, body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> dict[str, Any]:
     """The usage the fake reports for a completions request (see the module docstring)."""
     prompt_tokens = completion_prompt_tokens(body)
@@ -90,26 +82,11 @@ def completion_usage(
     }
 
 
-def apply_usage_fault(call: _Call, target: dict[str, Any], usage: Any) -> None:
-    """Set ``target["usage"]``, tampered with by a queued ``usage_override_next`` fault."""
-    fault = call.faults.usage
-    if fault is not None:
-        replacement = fault.params["usage"]
-        if fault.params["merge"] and isinstance(replacement, Mapping):
-            usage = _merge(usage, replacement)
-        else:
-            usage = dict(replacement) if isinstance(replacement, Mapping) else replacement
-    if usage is OMIT:
-        target.pop("usage", None)
-    else:
-        target["usage"] = usage
-
-
-def _completions(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
+def _completions(fake: FakeAPI, reply: Reply, call: _Call) -> None:
     body = call.body
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        h.send_json(400, _error_body(400, "Missing required parameter: 'model'."))
+        reply.send_json(400, _error_body(400, "Missing required parameter: 'model'."))
         return
     per_candidate = _per_candidate(fake, body, call.headers)
     wanted = _int_header(call.headers, "x-fake-output-tokens")
@@ -139,8 +116,8 @@ def _completions(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
             for j in range(n)
         ]
         out = {**head, "choices": choices}
-        apply_usage_fault(call, out, usage)
-        h.send_json(200, out)
+        put_usage(out, usage, call.faults.usage)
+        reply.send_json(200, out)
         return
     chunks: list[dict[str, Any]] = []
     for i, prefix in enumerate(echoed):
@@ -154,9 +131,9 @@ def _completions(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
     options = body.get("stream_options")
     if isinstance(options, Mapping) and options.get("include_usage"):
         last: dict[str, Any] = {**head, "choices": []}
-        apply_usage_fault(call, last, usage)
+        put_usage(last, usage, call.faults.usage)
         chunks.append(last)
-    h.send_stream([sse(chunks, done=True)])
+    reply.send_stream([sse(chunks, done=True)])
 
 
 add_route("POST", r"/v1/completions", _completions)

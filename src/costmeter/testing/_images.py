@@ -28,10 +28,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from costmeter.testing._fake import _error_body, _int_header, add_route
+from costmeter.testing._routing import _Call, add_route
+from costmeter.testing._wire import JSONDict, _error_body, _int_header
 
 if TYPE_CHECKING:
-    from costmeter.testing._fake import FakeOpenAI, JSONDict, _Call, _Handler
+    from costmeter.testing._api import FakeAPI
+    from costmeter.testing._reply import Reply
 
 __all__ = ["PNG_1X1", "fake_image_usage"]
 
@@ -95,24 +97,26 @@ def fake_image_usage(
     return usage
 
 
-def _answer(fake: FakeOpenAI, h: _Handler, call: _Call, api: str) -> None:
+def _answer(fake: FakeAPI, reply: Reply, call: _Call, api: str) -> None:
     body = call.body
     model = str(body.get("model") or ("dall-e-2" if api == "variation" else ""))
     if not model:
-        h.send_json(400, _error_body(400, "Missing required parameter: 'model'."))
+        reply.send_json(400, _error_body(400, "Missing required parameter: 'model'."))
         return
     if api != "generation" and not _files(body.get("image")):
-        h.send_json(400, _error_body(400, "Missing required parameter: 'image'."))
+        reply.send_json(400, _error_body(400, "Missing required parameter: 'image'."))
         return
     n = _int(body.get("n"), 1)
     if not 1 <= n <= 10:
-        h.send_json(400, _error_body(400, f"Invalid 'n': {n}. Must be between 1 and 10."))
+        reply.send_json(400, _error_body(400, f"Invalid 'n': {n}. Must be between 1 and 10."))
         return
     stream = body.get("stream") in (True, "true", "True")
     now = int(time.time())
     if not _is_gpt_image(model):
         if stream:
-            h.send_json(400, _error_body(400, "Streaming is only supported for GPT image models."))
+            reply.send_json(
+                400, _error_body(400, "Streaming is only supported for GPT image models.")
+            )
             return
         as_b64 = body.get("response_format") == "b64_json"
         data: list[JSONDict] = []
@@ -123,7 +127,7 @@ def _answer(fake: FakeOpenAI, h: _Handler, call: _Call, api: str) -> None:
             if model.startswith("dall-e-3"):
                 image["revised_prompt"] = str(body.get("prompt", ""))
             data.append(image)
-        fake._finish_body(h, {"created": now, "data": data}, call.faults)
+        fake._finish_body(reply, {"created": now, "data": data}, call.faults)
         return
     quality = str(body.get("quality") or "medium")
     size = str(body.get("size") or "1024x1024")
@@ -140,7 +144,7 @@ def _answer(fake: FakeOpenAI, h: _Handler, call: _Call, api: str) -> None:
             **shape,
             "usage": fake_image_usage(body, call.headers, images=n),
         }
-        fake._finish_body(h, out, call.faults)
+        fake._finish_body(reply, out, call.faults)
         return
     partials = min(max(_int(body.get("partial_images"), 0), 0), 3)
     prefix = "image_generation" if api == "generation" else "image_edit"
@@ -165,19 +169,19 @@ def _answer(fake: FakeOpenAI, h: _Handler, call: _Call, api: str) -> None:
                 "usage": fake_image_usage(body, call.headers, partial_images=partials),
             }
         )
-    fake._finish_stream(h, events, call.faults)
+    fake._finish_stream(reply, events, call.faults)
 
 
-def _generations(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _answer(fake, h, call, "generation")
+def _generations(fake: FakeAPI, reply: Reply, call: _Call) -> None:
+    _answer(fake, reply, call, "generation")
 
 
-def _edits(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _answer(fake, h, call, "edit")
+def _edits(fake: FakeAPI, reply: Reply, call: _Call) -> None:
+    _answer(fake, reply, call, "edit")
 
 
-def _variations(fake: FakeOpenAI, h: _Handler, call: _Call) -> None:
-    _answer(fake, h, call, "variation")
+def _variations(fake: FakeAPI, reply: Reply, call: _Call) -> None:
+    _answer(fake, reply, call, "variation")
 
 
 add_route("POST", r"/v1/images/generations", _generations)
