@@ -16,13 +16,10 @@ its own methods.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures.thread  # noqa: F401  (see below)
 import contextlib
-import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -30,20 +27,20 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter import _events as _log
+from costmeter._background import registry
 from costmeter._budget import Budget, Reservation, Settled, active_budgets
+from costmeter._call_price import price_call, pricing_model, uplifted
+from costmeter._call_record import LostAttempt, call_record
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import (
     BudgetExceededError,
     ConfigurationError,
-    CostmeterError,
     UnknownModelError,
     UnpricedRequestError,
 )
-from costmeter._model_names import parse_model
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation
-from costmeter._pricing import Cost, UnpricedTokensError, normalize_tier
-from costmeter._record import CallRecord
+from costmeter._pricing import Cost
 from costmeter._tags import current_tags
 from costmeter._usage import Usage, field_of
 
@@ -146,80 +143,6 @@ class MeterConfig:
     always_estimate: bool = False
 
 
-#: Regional processing (data residency) costs 10% more than the global endpoint.
-REGIONAL_UPLIFT = Decimal("1.1")
-
-
-class _Registry:
-    """
-    Objects billed later (background responses, batches), and recently billed ids, so each id
-    bills once per process.
-
-    A ``background=True`` create returns ``queued`` with no usage; its cost arrives later via
-    ``retrieve``, a stream replay or ``cancel``. The creating call stays pending (holding its
-    budget reservation) until one of them reports a terminal status.
-    """
-
-    def __init__(self, remember: int = 10_000) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[str, Call] = {}
-        self._billed: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
-
-    def add_pending(self, object_id: str, call: Call) -> None:
-        with self._lock:
-            self._pending[object_id] = call
-
-    def pop_pending(self, object_id: str) -> Call | None:
-        with self._lock:
-            return self._pending.pop(object_id, None)
-
-    def drain_pending(self) -> list[Call]:
-        """Every call still waiting for its object to finish (at exit)."""
-        with self._lock:
-            pending, self._pending = list(self._pending.values()), {}
-        return pending
-
-    def claim(self, object_id: str) -> bool:
-        """Mark *object_id* billed; ``False`` if it already was."""
-        with self._lock:
-            if object_id in self._billed:
-                return False
-            self._billed[object_id] = None
-            if len(self._billed) > self._remember:
-                self._billed.popitem(last=False)
-            return True
-
-    def reset_after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-
-registry = _Registry()
-if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() stays held
-    os.register_at_fork(after_in_child=registry.reset_after_fork)
-
-
-@atexit.register
-def _report_unbilled_background() -> None:
-    """
-    A background response still running when the process exits is billed by OpenAI, but
-    costmeter never saw its usage: say so (one ``costmeter.warning`` each, with the worst case
-    that was reserved) rather than lose it silently.
-    """
-    for call in registry.drain_pending():
-        _log.emit(
-            _log.WARNING,
-            {
-                "warning": "background_response_unbilled",
-                "api": call.api,
-                "model": call.model,
-                "response_id": call.seen.response_id,
-                "estimated_cost_usd": _log.usd(call.worst_case),
-                "tags": dict(call.tags),
-            },
-        )
-
-
 def _dedupe(budgets: tuple[Budget, ...]) -> tuple[Budget, ...]:
     """Each budget once, however often it was entered (a nested ``with b:`` charges once)."""
     seen: list[Budget] = []
@@ -268,7 +191,7 @@ class Call:
         if self._deferred:
             self._deferred = False
             try:
-                self.estimate = _uplifted(self.endpoint.estimate(self.request), self.config.region)
+                self.estimate = uplifted(self.endpoint.estimate(self.request), self.config.region)
             except Exception as exc:
                 if _strict:
                     raise
@@ -314,7 +237,7 @@ class Call:
             self._deferred = True
             return
         try:
-            self.estimate = _uplifted(self.endpoint.estimate(self.request), self.config.region)
+            self.estimate = uplifted(self.endpoint.estimate(self.request), self.config.region)
         except Exception as exc:
             if self.budgets and not all(b.allow_unpriced for b in self.budgets):
                 if isinstance(exc, ConfigurationError):
@@ -538,9 +461,10 @@ class Call:
         if settled and all(entry.duplicate for entry in settled):
             return  # another process sharing the ledger charged (and logged) this object
         records = [
-            self._record(
+            call_record(
+                self,
                 "error",
-                _Lost(name),
+                LostAttempt(name),
                 Usage(input_tokens=self._estimated_input),
                 "reserved",
                 None,
@@ -554,7 +478,9 @@ class Call:
         with money_math():
             own = None if charged is None or extra is None else charged - extra
         records.append(
-            self._record(outcome, error, usage, source, cost, price_status, total, own, settled)
+            call_record(
+                self, outcome, error, usage, source, cost, price_status, total, own, settled
+            )
         )
         for record in records:
             _log.emit(_log.CALL, record.as_event(_log.usd))
@@ -597,207 +523,38 @@ class Call:
             reservation.settle_report(ZERO)
         return total, settled
 
-    def _pricing_model(self) -> str | None:
-        """
-        The model to price: the response's model, unless the caller mapped the deployment.
-
-        Azure's responses name models loosely (``gpt-4`` for a ``gpt-4-1106-preview``
-        deployment, ``gpt-35-turbo`` for every 3.5 version, ``ada`` for
-        ``text-embedding-ada-002``), so a ``deployments=`` mapping wins over the response's
-        model, except where the response names a more specific version of the mapped model
-        (mapping ``gpt-4o``, response ``gpt-4o-2024-05-13``, which has its own price).
-        """
-        deployments = self.config.deployments
-        mapped = deployments.get(self.model) if self.model else None
-        served_model = self.seen.response_model
-        if served_model:
-            served = deployments.get(served_model, served_model)
-            if mapped is None or _vaguer(mapped, served):
-                return served
-            return mapped
-        return mapped or self.model
-
+    # -- internal-error containment ----------------------------------------------------------
     def _price(self, usage: Usage) -> tuple[Cost | None, str]:
-        model = self._pricing_model()
-        if model is None:
-            return None, "unknown_model"
         tier = self.seen.served_tier
         if tier is None:
             requested = self.request.body.get("service_tier")
             tier = requested if isinstance(requested, str) else None
-        unmapped = self.config.azure and self.model not in self.config.deployments
-        status = "ok"
+        config = self.config
+        model = pricing_model(self.model, self.seen.response_model, config.deployments)
+        unmapped = config.azure and self.model not in config.deployments
         try:
-            with money_math():
-                try:
-                    cost = self.endpoint.price(model, usage, self.request, tier)
-                except UnknownModelError:
-                    if tier is None or normalize_tier(tier) == "default":
-                        raise
-                    # A tier no price source knows (a new one, say ``ultrafast``): the dearest
-                    # tier the model has a price for, never nothing.
-                    cost = self._dearest_tier(model, usage)
-                    status = "unknown_tier"
-                if self.config.region is not None:
-                    cost = _scaled(cost, REGIONAL_UPLIFT)
-        except UnknownModelError:
-            # Azure: the request names a deployment, which only ``deployments=`` can price.
-            return None, "unmapped_deployment" if unmapped else "unknown_model"
-        except UnpricedTokensError as exc:
-            return None, f"unpriced_{exc.kind}_tokens"
+            return price_call(
+                self.endpoint,
+                self.request,
+                model,
+                tier,
+                usage,
+                region=config.region,
+                unmapped=unmapped,
+            )
         except Exception as exc:
             if _strict:
                 raise
             # the event still goes out, with its tokens, flagged unpriced: nothing is lost
             report_internal_error(exc, "price", self.api, self.model)
             return None, "error"
-        if unmapped and len(parse_model(model).candidates()) == 1:
-            # Azure named only a family (``gpt-4``, ``gpt-35-turbo``, ``ada``): its versions
-            # differ in price, so this one is a best guess until the deployment is mapped.
-            return cost, "undated_model"
-        return cost, status
 
-    def _dearest_tier(self, model: str, usage: Usage) -> Cost:
-        costs = []
-        for tier in ("priority", None):
-            with contextlib.suppress(UnknownModelError):
-                costs.append(self.endpoint.price(model, usage, self.request, tier))
-        if not costs:
-            raise UnknownModelError(model, ("all price sources",))
-        return max(costs, key=lambda cost: cost.total_usd)
-
-    def _record(
-        self,
-        outcome: str,
-        error: BaseException | None,
-        usage: Usage,
-        source: str,
-        cost: Cost | None,
-        price_status: str,
-        total: Decimal | None,
-        charged: Decimal | None,
-        settled: list[Settled],
-    ) -> CallRecord:
-        seen = self.seen
-        served = normalize_tier(seen.served_tier) if seen.served_tier else None
-        requested = self.request.body.get("service_tier")
-        requested = normalize_tier(requested) if isinstance(requested, str) else "default"
-        audio = bool(usage.audio_input_tokens or usage.audio_output_tokens)
-        images = bool(usage.image_input_tokens or usage.image_output_tokens)
-        tools = bool(
-            usage.file_search_calls
-            or usage.container_sessions
-            or usage.image_gen_input_tokens
-            or usage.image_gen_output_tokens
-        )
-        content = self.config.log_content
-        inner = self.budgets[-1] if self.budgets else None
-        after = next((e for e in reversed(settled) if e.budget is inner), None)
-        if inner is not None and after is None:  # nothing settled (not reserved): read it
-            spent, remaining, key = inner.spent_usd, inner.remaining_usd, None
-        elif after is not None:
-            spent, remaining, key = after.spent_usd, after.remaining_usd, after.budget_key
-        estimate = self.estimate
-        return CallRecord(
-            api=self.api,
-            model=self.model or seen.response_model,
-            response_model=seen.response_model,
-            response_id=seen.response_id,
-            request_id=seen.request_id,
-            stream=self.stream,
-            background=seen.background,
-            service_tier=served,
-            requested_service_tier=requested if served and served != requested else None,
-            outcome=outcome,
-            error_type=_error_type(error),
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_input_tokens=usage.cache_write_input_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            web_search_calls=usage.web_search_calls,
-            usage_source=source,
-            usage_problem=seen.usage_problem,
-            estimated_input_tokens=None if estimate is None else estimate.input_tokens,
-            estimated_cost_usd=None if estimate is None else estimate.cost_usd,
-            estimate_complete=None if estimate is None else estimate.complete,
-            estimate_reasons=(
-                list(estimate.reasons) if estimate is not None and not estimate.complete else None
-            ),
-            cost_usd=total,
-            input_cost_usd=cost.input_usd if cost else None,
-            cached_input_cost_usd=cost.cached_input_usd if cost else None,
-            cache_write_cost_usd=cost.cache_write_usd if cost else None,
-            output_cost_usd=cost.output_usd if cost else None,
-            tool_cost_usd=cost.tool_usd if cost else None,
-            price_source=cost.price_source if cost else None,
-            priced_as=cost.priced_as if cost else None,
-            price_status=price_status,
-            duration_ms=int((time.perf_counter() - self.started) * 1000),
-            tags=dict(self.tags),
-            audio_input_tokens=usage.audio_input_tokens if audio else None,
-            audio_output_tokens=usage.audio_output_tokens if audio else None,
-            audio_input_cost_usd=cost.audio_input_usd if audio and cost else None,
-            audio_output_cost_usd=cost.audio_output_usd if audio and cost else None,
-            image_input_tokens=usage.image_input_tokens if images else None,
-            image_output_tokens=usage.image_output_tokens if images else None,
-            images=usage.images or None,
-            audio_seconds=usage.audio_seconds or None,
-            input_characters=usage.input_characters or None,
-            file_search_calls=usage.file_search_calls if tools else None,
-            container_sessions=usage.container_sessions if tools else None,
-            image_gen_input_tokens=usage.image_gen_input_tokens if tools else None,
-            image_gen_output_tokens=usage.image_gen_output_tokens if tools else None,
-            region=self.config.region,
-            budget=inner.name if inner else None,
-            budget_spent_usd=spent if inner else None,
-            budget_remaining_usd=remaining if inner else None,
-            budget_key=key if inner else None,
-            charged_usd=charged if inner else None,
-            request_content=(
-                {
-                    k: self.request.body[k]
-                    for k in ("instructions", "input", "messages", "prompt")
-                    if k in self.request.body
-                }
-                if content
-                else None
-            ),
-            output_text=(("".join(seen.deltas) or seen.final_text()) if content else None),
-        )
-
-    # -- internal-error containment ----------------------------------------------------------
     def _guard(self, stage: str) -> _Guard:
         return _Guard(self, stage)
 
 
-def _uplifted(reserve: Reserve, region: str | None) -> Reserve:
-    if region is None or reserve.cost_usd is None:
-        return reserve
-    with money_math():
-        return replace(reserve, cost_usd=reserve.cost_usd * REGIONAL_UPLIFT)
-
-
-def _scaled(cost: Cost, factor: Decimal) -> Cost:
-    """*cost* with every money part multiplied by *factor* (the regional uplift)."""
-    parts = {
-        name: getattr(cost, name) * factor
-        for name in cost.__slots__
-        if name.endswith("_usd") and isinstance(getattr(cost, name), Decimal)
-    }
-    return replace(cost, **parts)
-
-
 def _with_exact(request: Request, tokens: int) -> Request:
     return replace(request, exact_input_tokens=tokens)
-
-
-class _Lost(Exception):
-    """An attempt whose response was lost (recorded, not raised); named after its error."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
 
 
 class _IncompleteStreamError(Exception):
@@ -856,24 +613,9 @@ _CANCELLATIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def _error_type(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    return error.name if isinstance(error, _Lost) else type(error).__name__
-
-
 def _usage_only(item: Any) -> bool:
     """The extra Chat chunk ``include_usage`` adds: no choices, only usage."""
     return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
-
-
-def _vaguer(name: str, than: str) -> bool:
-    """Whether model *name* is *than* or a less specific name of it (``gpt-4`` of ``gpt-4-0613``)."""
-    try:
-        short, full = parse_model(name).key, parse_model(than).key
-    except CostmeterError:
-        return False
-    return short == full or full.startswith(short + "-")
 
 
 def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, Any]:
