@@ -6,7 +6,10 @@ metered client that first call used to include loading the o200k vocabulary (~0.
 sample is a new interpreter that imports its package (untimed), then times creating the client
 and making its first ``responses.create`` (~2k input tokens) against the same
 `costmeter.testing.FakeOpenAI` server, which runs in a process of its own. Variants alternate, so
-drift hits all alike; medians over all samples.
+drift hits all alike; medians over all samples. Bytecode is cached in a private
+``pycache_prefix`` (as `import_time.py` does), as in an installed package: an editable install
+run under ``PYTHONDONTWRITEBYTECODE=1`` would otherwise recompile every costmeter module the
+first call imports lazily, while the SDK's ``.pyc`` files already exist.
 
 Variants:
 
@@ -33,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from import_time import _ENV, _python
 from overhead import Text, server_process
 
 TARGET = 1.25
@@ -70,11 +74,12 @@ VARIANTS = ("bare", "metered", "metered, budget", "metered + preload")
 def sample(variant: str, base_url: str, prompt: str) -> float:
     """One fresh interpreter: seconds to create the client and make its first call."""
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(model=MODEL), variant, base_url],
+        _python("-c", _CHILD.format(model=MODEL), variant, base_url),
         input=prompt,
         capture_output=True,
         text=True,
         check=True,
+        env=_ENV,
     ).stdout
     return float(json.loads(out.splitlines()[-1])["first_call_s"])
 
