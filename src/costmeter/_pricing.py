@@ -341,11 +341,13 @@ def genai_snapshot() -> Any:
     genai-prices cannot be imported.
 
     The bundled data is one ~1.6 MB module of literals (~100k objects, no reference cycles),
-    loaded with the package on the first metered call. Built in a process whose heap already holds the SDK's
-    pydantic schemas, those allocations trigger several full cyclic collections that each walk
-    that whole heap: measured ~53 ms with the collector running against ~14 ms paused, most of
-    a first call's overhead. So the first load pauses the collector (if it was enabled) and
-    restores it right after; nothing that load creates is garbage, so nothing is collected late.
+    loaded with its package on the first metered call. In a process whose heap already holds
+    the SDK's pydantic schemas, those allocations trigger several full cyclic collections that
+    each walk that whole heap: package and data took ~55 ms beside the SDK against ~26 ms with
+    the collector paused, most of a first call's overhead. So the first load pauses the
+    collector (if it was enabled) and restores it right after; nothing that load creates is
+    garbage, so nothing is collected late. (Once per process; another thread that disables the
+    collector during those ~25 ms finds it enabled again.)
     """
     if "genai_prices.data" in sys.modules:  # loaded: the snapshot is one cached lookup
         from genai_prices import data_snapshot  # noqa: PLC0415
@@ -355,7 +357,7 @@ def genai_snapshot() -> Any:
     if paused:
         gc.disable()
     try:
-        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~0.4 s import)
+        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~25 ms)
 
         return data_snapshot.get_snapshot()
     except ImportError:  # pragma: no cover - a hard dependency, but be safe
