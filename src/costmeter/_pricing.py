@@ -23,6 +23,7 @@ Every price is USD per 1,000,000 tokens. Money is built from strings and never p
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sys
@@ -54,6 +55,7 @@ __all__ = [
     "add_price_source",
     "clear_price_overrides",
     "cost_of",
+    "genai_snapshot",
     "normalize_tier",
     "price_of",
     "register_prices",
@@ -414,12 +416,42 @@ def _tiered(value: Any) -> tuple[Decimal | None, int | None, Decimal | None]:
     return (base, tiers[0].start, tiers[0].price) if tiers else (base, None, None)
 
 
-def _from_genai(name: ModelName, tier: str) -> ModelPrice | None:
+def genai_snapshot() -> Any:
+    """
+    genai-prices' price snapshot (its bundled data, or the one its user set); ``None`` when
+    genai-prices cannot be imported.
+
+    The bundled data is one ~1.6 MB module of literals (~100k objects, no reference cycles),
+    loaded with its package on the first metered call. In a process whose heap already holds
+    the SDK's pydantic schemas, those allocations trigger several full cyclic collections that
+    each walk that whole heap: package and data took ~55 ms beside the SDK against ~26 ms with
+    the collector paused, most of a first call's overhead. So the first load pauses the
+    collector (if it was enabled) and restores it right after; nothing that load creates is
+    garbage, so nothing is collected late. (Once per process; another thread that disables the
+    collector during those ~25 ms finds it enabled again.)
+    """
+    if "genai_prices.data" in sys.modules:  # loaded: the snapshot is one cached lookup
+        from genai_prices import data_snapshot  # noqa: PLC0415
+
+        return data_snapshot.get_snapshot()
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
     try:
-        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~0.4 s import)
+        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~25 ms)
+
+        return data_snapshot.get_snapshot()
     except ImportError:  # pragma: no cover - a hard dependency, but be safe
         return None
-    snapshot = data_snapshot.get_snapshot()
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _from_genai(name: ModelName, tier: str) -> ModelPrice | None:
+    snapshot = genai_snapshot()
+    if snapshot is None:  # pragma: no cover - genai-prices is a hard dependency
+        return None
     model_info = None
     for key in name.candidates():
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from costmeter._model_names import parse_model
 from costmeter._money import money_math
+from costmeter._pricing import genai_snapshot
 
 __all__ = ["UnitRates", "unit_rates"]
 
@@ -40,12 +41,11 @@ class UnitRates:
 @functools.lru_cache(maxsize=256)
 def unit_rates(model: str) -> UnitRates | None:
     """The standard-tier unit rates genai-prices publishes for *model*; ``None`` if unknown."""
-    try:
-        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~0.4 s import)
-        from genai_prices.data_units import unit_data  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - a hard dependency
+    snapshot = genai_snapshot()
+    if snapshot is None:  # pragma: no cover - genai-prices is a hard dependency
         return None
-    snapshot = data_snapshot.get_snapshot()
+    from genai_prices.data_units import unit_data  # noqa: PLC0415  (lazy, as the snapshot)
+
     info: Any = None
     for key in parse_model(model).candidates():
         try:

@@ -98,17 +98,19 @@ def metered_stream_cls(base: Any) -> Any:
             if call is None:
                 yield from inner
                 return
+            # Once per event: the bound methods are looked up once per stream.
+            stream_next, stream_item, advance = call.stream_next, call.stream_item, inner.__next__
             while True:
-                call.stream_next()
+                stream_next()
                 try:
-                    item = next(inner)
+                    item = advance()
                 except StopIteration:
                     call.stream_ended()
                     return
                 except BaseException as exc:
                     call.stream_ended(exc)
                     raise
-                if call.stream_item(item):
+                if stream_item(item):
                     yield item
 
     return _Metered
@@ -195,10 +197,13 @@ def _tap_classes(library: Any) -> tuple[type, type]:
             self.reader = reader
 
         def __iter__(self) -> Iterator[bytes]:
+            reader = self.reader
             try:
+                if reader is None:  # an SDK stream: its typed events are observed, not bytes
+                    yield from self.inner
+                    return
                 for chunk in self.inner:
-                    if self.reader is not None:
-                        self.reader.feed(chunk)
+                    reader.feed(chunk)
                     yield chunk
             except GeneratorExit:
                 raise
@@ -219,10 +224,11 @@ def _tap_classes(library: Any) -> tuple[type, type]:
             self.reader = reader
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            reader = self.reader
             try:
                 async for chunk in self.inner:
-                    if self.reader is not None:
-                        self.reader.feed(chunk)
+                    if reader is not None:
+                        reader.feed(chunk)
                     yield chunk
             except GeneratorExit:
                 raise

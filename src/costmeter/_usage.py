@@ -113,6 +113,13 @@ class Usage:
         return self.input_tokens - self.cached_input_tokens - self.cache_write_input_tokens
 
 
+# Whether a class is a `Mapping`, per class: ``isinstance(model, Mapping)`` goes through
+# ``ABCMeta.__instancecheck__`` (~0.5 us for an SDK model), and `field_of` runs a few times per
+# stream event. Bounded: past the cap a class is checked each time instead of remembered.
+_MAPPING_CLASSES: dict[type, bool] = {dict: True}
+_MAPPING_CLASSES_MAX = 4096
+
+
 def field_of(obj: Any, key: str) -> Any:
     """
     *key* of a JSON dict or an SDK model; ``None`` when absent — without raising inside
@@ -121,7 +128,13 @@ def field_of(obj: Any, key: str) -> Any:
     """
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    cls = type(obj)
+    mapping = _MAPPING_CLASSES.get(cls)
+    if mapping is None:
+        mapping = isinstance(obj, Mapping)
+        if len(_MAPPING_CLASSES) < _MAPPING_CLASSES_MAX:
+            _MAPPING_CLASSES[cls] = mapping
+    if mapping:
         return obj.get(key)
     values = getattr(obj, "__dict__", None)
     if values is not None:
