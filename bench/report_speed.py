@@ -5,7 +5,9 @@ Generates a log of N lines (realistic ``costmeter.call`` events, as in the READM
 application noise; see ``report_memory.generate``), then times, interleaved and in fresh processes
 (start-up counts), the same aggregation per model — calls, token sums, exact cost sum:
 
-* ``costmeter report FILE --format json`` (the engine picks msgspec when installed);
+* ``costmeter report FILE --format json`` (``--engine auto``: DuckDB when installed, as here);
+* ``costmeter report FILE --format json --engine python`` (msgspec when installed; two forked
+  processes on a large plain file) -- what runs without the ``duckdb`` extra;
 * DuckDB's ``read_ndjson`` with ``DECIMAL(38,18)`` cost sums (optional: ``pip install
   'costmeter[bench]'``; skipped with a message when missing), in a fresh Python process;
 * ``jq -n 'reduce inputs ...'`` (streaming; binary floats), skipped when ``jq`` is absent;
@@ -101,6 +103,7 @@ def main() -> None:
         print(f"generated {args.lines:,} lines in {time.perf_counter() - started:.1f} s")
     size_mb = path.stat().st_size / 1e6
     commands["costmeter"] = [sys.executable, "-m", "costmeter", "report", str(path), "--format", "json"]  # fmt: skip
+    commands["costmeter --engine python"] = [*commands["costmeter"], "--engine", "python"]
     if _duckdb_available():
         commands["duckdb"] = [sys.executable, "-c", DUCKDB_SCRIPT, str(path)]
     else:
@@ -121,6 +124,8 @@ def main() -> None:
             times[name].append(elapsed)
 
     total = json.loads(outputs["costmeter"])["total"]
+    same = outputs["costmeter"] == outputs["costmeter --engine python"]
+    print(f"DuckDB and Python engines print the same report: {'yes' if same else 'NO'}")
     if "duckdb" in outputs:
         calls, cost = outputs["duckdb"].split()[-2:]
         agree = int(calls) == total["calls"] and Decimal(cost) == Decimal(total["cost_usd"])

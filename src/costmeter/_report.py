@@ -58,8 +58,13 @@ _PARALLEL_MIN_BYTES = 32 << 20
 _CALL = "costmeter.call"
 _OTEL_MARK = "gen_ai.usage.input_tokens"  # present in every call logged with otel_genai_keys
 
-#: ``engine=`` values of `build_report`: ``auto`` uses msgspec when it is installed.
-ENGINES = ("auto", "msgspec", "json")
+#: ``engine=`` values of `build_report`: ``python`` decodes with msgspec when it is installed,
+#: else the standard library; ``duckdb`` adds up plain and gzip files in DuckDB (the
+#: ``duckdb`` extra; stdin is read by Python); ``auto`` is ``duckdb`` when it is installed and
+#: the files hold at least `DUCKDB_MIN_BYTES`, else ``python``.
+ENGINES = ("auto", "python", "duckdb", "msgspec", "json")
+#: Below this many bytes of input, starting DuckDB costs more than it saves.
+DUCKDB_MIN_BYTES = 16 << 20
 
 
 class UsageError(Exception):
@@ -110,6 +115,16 @@ class Progress:
             except (OSError, ValueError):
                 done = ""
         sys.stderr.write(f"\rcostmeter: reading {self.name}{done} ({lines:,} lines)")
+        sys.stderr.flush()
+        self.shown = True
+
+    def tick_percent(self, percent: float) -> None:
+        """Show *percent* done (an engine that cannot count lines as it goes: DuckDB)."""
+        now = time.monotonic()
+        if not self.enabled or now < self.next_at:
+            return
+        self.next_at = now + 0.5
+        sys.stderr.write(f"\rcostmeter: reading {self.name} {min(100.0, percent):5.1f}%")
         sys.stderr.flush()
         self.shown = True
 
@@ -455,6 +470,7 @@ def read_events(
 
 
 def _engine(engine: str, tag_key: str | None, wanted: frozenset[str] | None = None) -> _Decoder:
+    """The Python engine's decoder for *engine* (DuckDB's odd lines and stdin included)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     fast: Any
@@ -693,14 +709,18 @@ class Report:
     until: datetime | None = None
     refusals: Counter[str] = field(default_factory=Counter)
 
-    def merge(self, other: Report) -> None:
-        """Add the groups and counts of *other* (a piece of the same input) to this report."""
+    def merge_groups(self, other: Report) -> None:
+        """Add the groups of *other* (a piece of the same input) to this report's."""
         for key, totals in other.groups.items():
             mine = self.groups.get(key)
             if mine is None:
                 self.groups[key] = totals
             else:
                 mine.merge(totals)
+
+    def merge(self, other: Report) -> None:
+        """Add the groups and counts of *other* (a piece of the same input) to this report."""
+        self.merge_groups(other)
         for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.other_events.update(other.other_events)
@@ -772,11 +792,22 @@ def build_reports(
     groupings (``--by budget`` counts them too).
     """
     reports = [Report(by=by, since=since, until=until) for by in bys]
+    duck = _use_duckdb(engine, files)
     decoder = _engine(engine, _tag_key(bys), _wanted(bys, since, until, refusals))
     if workers is None:
         workers = _default_workers()
     with money_math():
         for name in files:
+            if duck and name != "-":
+                from costmeter import _report_duckdb  # noqa: PLC0415
+
+                try:
+                    found = _report_duckdb.file_reports(name, bys, since, until, refusals, decoder)
+                except _report_duckdb.Fallback:
+                    pass  # read by the Python engine below, exactly
+                else:
+                    _merge(reports, found)
+                    continue
             pieces = _pieces(name, workers)
             if len(pieces) == 1:
                 sources: Iterable[Iterable[bytes]] = [_read_lines(name)]
@@ -795,14 +826,49 @@ def build_reports(
                 start, end = pieces[0]
                 _add_up(reports, [_read_piece(name, start, end, True)], decoder)
                 for other in others:
-                    for report, piece in zip(reports, other.result(), strict=True):
-                        report.merge(piece)
+                    _merge(reports, other.result())
         for report in reports:
             for _key, group in sorted(report.groups.items()):
                 report.total.merge(group)
             if report.by == "none":
                 report.groups.clear()
     return reports
+
+
+def _use_duckdb(engine: str, files: Sequence[str]) -> bool:
+    """Whether *engine* means DuckDB for these files (see `ENGINES`)."""
+    if engine not in ("auto", "duckdb"):
+        return False
+    from costmeter._report_duckdb import available  # noqa: PLC0415
+
+    if not available():
+        if engine == "duckdb":
+            raise UsageError("engine duckdb needs duckdb: pip install 'costmeter[duckdb]'")
+        return False
+    if engine == "duckdb":
+        return True
+    size = 0
+    for name in files:
+        try:
+            size += os.stat(name).st_size if name != "-" else 0
+        except OSError:
+            continue
+    return size >= DUCKDB_MIN_BYTES
+
+
+def _merge(reports: Sequence[Report], pieces: Sequence[Report]) -> None:
+    """
+    Add *pieces* (the reports of other lines, one per grouping) to *reports*: groups to each,
+    the line counts and event counters once (the reports share them, as `_add_up` leaves them).
+    """
+    first = reports[0]
+    first.merge(pieces[0])
+    for report, piece in zip(reports[1:], pieces[1:], strict=True):
+        report.merge_groups(piece)
+        for name in _COUNTS:
+            setattr(report, name, getattr(first, name))
+        report.other_events = first.other_events
+        report.refusals = first.refusals
 
 
 def _default_workers() -> int:

@@ -18,6 +18,7 @@ import argparse
 import html
 import io
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -64,7 +65,9 @@ def write_report(args: argparse.Namespace) -> Report:
     """
     if args.format == "html":
         bys = list(dict.fromkeys([args.by, DAY_MODEL, "model", _breakdown(args.by)]))
-        reports = build_reports(args.files, bys, args.since, args.until, refusals=True)
+        reports = build_reports(
+            args.files, bys, args.since, args.until, refusals=True, engine=_engine_of(args)
+        )
         report = reports[0]
         by_key = dict(zip(bys, reports, strict=True))
         text = render_html(
@@ -75,7 +78,7 @@ def write_report(args: argparse.Namespace) -> Report:
             sources=args.files,
         )
     else:
-        report = build_report(args.files, args.by, args.since, args.until)
+        report = build_report(args.files, args.by, args.since, args.until, engine=_engine_of(args))
         buffer = io.StringIO()
         {"table": write_table, "json": write_json, "csv": write_csv}[args.format](report, buffer)
         text = buffer.getvalue()
@@ -89,6 +92,16 @@ def write_report(args: argparse.Namespace) -> Report:
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     return report
+
+
+def _by_count(counts: Counter[str]) -> list[tuple[str, Decimal | float | int | None]]:
+    """Most first, ties by name: the same page whichever engine, in whatever order, read them."""
+    return [(key, n) for key, n in sorted(counts.items(), key=lambda kn: (-kn[1], kn[0]))]
+
+
+def _engine_of(args: argparse.Namespace) -> str:
+    engine = getattr(args, "engine", "auto")
+    return engine if isinstance(engine, str) else "auto"
 
 
 def _breakdown(by: str) -> str:
@@ -162,7 +175,8 @@ def render_html(
         _section(
             "Calls refused by budgets",
             "costmeter.budget.exceeded events with refused=true, per budget: never sent, never billed.",
-            _bars("refusals", [(k, n) for k, n in report.refusals.most_common()])
+            # ties by name: the same page whichever engine, and in whatever order, read the lines
+            _bars("refusals", _by_count(report.refusals))
             if report.refusals
             else '<p class="none">No call was refused.</p>',
         ),

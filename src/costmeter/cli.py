@@ -161,7 +161,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         report = write_report(args)  # the page with charts, or any format to -o FILE
     else:
-        report = build_report(args.files, args.by, args.since, args.until)
+        report = build_report(args.files, args.by, args.since, args.until, engine=args.engine)
         if args.format == "csv" and report.by == "none":
             # The key column's header is the grouping; "none" would read as a null key.
             report = dataclasses.replace(report, by=_CSV_KEY_WITHOUT_GROUPS)
@@ -217,6 +217,11 @@ def _add_report(subparsers: Subparsers) -> None:
     parser.add_argument(
         "-o", "--output", metavar="FILE",
         help="write the report to FILE (html: one self-contained page with charts)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=("auto", "python", "duckdb"), default="auto",
+        help="what adds the logs up: duckdb (the duckdb extra; files of 16 MB or more by "
+        "default) or python; the same report either way (default: auto)",
     )  # fmt: skip
     parser.set_defaults(handler=_cmd_report)
 
