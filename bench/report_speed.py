@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -74,13 +75,17 @@ def _duckdb_available() -> bool:
     return probe.returncode == 0
 
 
-def _run(command: list[str]) -> tuple[float, str]:
+def _run(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, the child's threads and processes) and stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"{command[:3]} failed ({done.returncode}): {done.stderr[-500:]}")
-    return elapsed, done.stdout
+    return elapsed, cpu, done.stdout
 
 
 def main() -> None:
@@ -117,11 +122,13 @@ def main() -> None:
         commands["costmeter (json decoder)"] = [sys.executable, "-c", FALLBACK_SCRIPT, str(path)]
 
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     outputs: dict[str, str] = {}
     for _ in range(args.runs):
         for name, command in commands.items():  # interleaved: drift hits every tool alike
-            elapsed, outputs[name] = _run(command)
+            elapsed, cpu, outputs[name] = _run(command)
             times[name].append(elapsed)
+            cpus[name].append(cpu)
 
     total = json.loads(outputs["costmeter"])["total"]
     same = outputs["costmeter"] == outputs["costmeter --engine python"]
@@ -137,6 +144,7 @@ def main() -> None:
         print(
             f"  {name:<26} {median:7.2f} s  ({min(samples):.2f}-{max(samples):.2f})"
             f"  {args.lines / median:>10,.0f} lines/s  costmeter/this {base / median:5.2f}x"
+            f"  CPU {statistics.median(cpus[name]):6.2f} s"
         )
     if "duckdb" in times:
         ratios = sorted(c / d for c, d in zip(times["costmeter"], times["duckdb"], strict=True))
@@ -144,9 +152,10 @@ def main() -> None:
         target = TARGETS.get(args.lines)
         verdict = "" if target is None else (" PASS" if ratio <= target else " FAIL")
         goal = "" if target is None else f" (target <= {target}x)"
+        cpu_ratio = statistics.median(cpus["costmeter"]) / statistics.median(cpus["duckdb"])
         print(
             f"costmeter / DuckDB: {ratio:.2f}x{goal}{verdict}; "
-            f"per-run pairs {', '.join(f'{r:.2f}' for r in ratios)}"
+            f"per-run pairs {', '.join(f'{r:.2f}' for r in ratios)}; CPU time {cpu_ratio:.2f}x"
         )
     tmp.cleanup()
 

@@ -33,6 +33,8 @@ from decimal import Decimal
 from typing import IO, Any
 
 from costmeter._money import money_math
+from costmeter._record import kinds as record_kinds
+from costmeter._record import otel_key
 
 __all__ = [
     "ENGINES",
@@ -56,7 +58,7 @@ _MILLION = Decimal(1_000_000)
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARALLEL_MIN_BYTES = 32 << 20
 _CALL = "costmeter.call"
-_OTEL_MARK = "gen_ai.usage.input_tokens"  # present in every call logged with otel_genai_keys
+_OTEL_MARK = otel_key("input_tokens")  # present in every call logged with otel_genai_keys
 
 #: ``engine=`` values of `build_report`: ``python`` decodes with msgspec when it is installed,
 #: else the standard library; ``duckdb`` adds up plain and gzip files in DuckDB (the
@@ -266,55 +268,46 @@ def event_time(value: object) -> datetime | None:
 
 # -- one line: the fields a report reads ---------------------------------------------------------
 
-#: (attribute, key in the default log style, key with `costmeter.otel_genai_keys`); the otel
-#: names mirror ``costmeter._logging._OTEL_RENAMES`` (a test keeps them in step).
-FIELD_KEYS: tuple[tuple[str, str], ...] = (
-    ("model", "gen_ai.request.model"),
-    ("response_model", "gen_ai.response.model"),
-    ("priced_as", "costmeter.priced_as"),
-    ("service_tier", "openai.response.service_tier"),
-    ("input_tokens", _OTEL_MARK),
-    ("cached_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
-    ("cache_write_input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
-    ("output_tokens", "gen_ai.usage.output_tokens"),
-    ("reasoning_tokens", "gen_ai.usage.reasoning.output_tokens"),
-    ("usage_source", "costmeter.usage_source"),
-    ("estimated_input_tokens", "costmeter.estimated_input_tokens"),
-    ("cost_usd", "gen_ai.usage.cost.amount"),
-    ("budget", "costmeter.budget"),
-    ("budget_key", "costmeter.budget_key"),
-    ("api", "costmeter.api"),
-    ("input_cost_usd", "costmeter.input_cost_usd"),
-    ("cached_input_cost_usd", "costmeter.cached_input_cost_usd"),
-    ("cache_write_cost_usd", "costmeter.cache_write_cost_usd"),
-    ("output_cost_usd", "costmeter.output_cost_usd"),
-    ("tool_cost_usd", "costmeter.tool_cost_usd"),
-)
-#: Fields that must be JSON integers (or null/absent, meaning 0) in a ``costmeter.call`` event.
-INT_FIELDS = frozenset(
-    {
+#: The `CallRecord` fields a report reads (`REPORT_READS`), each with its key in the default log
+#: style and with `costmeter.otel_genai_keys` (`costmeter._record.otel_key`): derived from the
+#: record, so a renamed or retyped field cannot drift from what the report reads.
+REPORT_READS = frozenset(
+    [
+        "api",
+        "model",
+        "response_model",
+        "service_tier",
+        "priced_as",
+        "usage_source",
+        "budget",
+        "budget_key",
         "input_tokens",
         "cached_input_tokens",
         "cache_write_input_tokens",
         "output_tokens",
         "reasoning_tokens",
         "estimated_input_tokens",
-    }
-)
-OTEL_TAG_PREFIX = "costmeter.tags."
-#: Attributes only some reports read (``--by day/budget/api/tag:KEY``, ``--since``): a decoder
-#: may leave the others ``None``.
-#: Money fields: JSON numbers (or numeric strings) read as exact Decimals.
-MONEY_FIELDS = frozenset(
-    {
         "cost_usd",
         "input_cost_usd",
         "cached_input_cost_usd",
         "cache_write_cost_usd",
         "output_cost_usd",
         "tool_cost_usd",
-    }
+    ]
 )
+_KINDS = record_kinds()
+if not _KINDS.keys() >= REPORT_READS:  # pragma: no cover - pinned by tests/test_report_engines
+    raise ImportError(f"not in CallRecord: {sorted(REPORT_READS - _KINDS.keys())}")
+FIELD_KEYS: tuple[tuple[str, str], ...] = tuple(
+    (name, otel_key(name)) for name in _KINDS if name in REPORT_READS
+)
+#: Fields that must be JSON integers (or null/absent, meaning 0) in a ``costmeter.call`` event.
+INT_FIELDS = frozenset(name for name, _ in FIELD_KEYS if _KINDS[name].startswith("int"))
+#: Money fields: JSON numbers (or numeric strings) read as exact Decimals.
+MONEY_FIELDS = frozenset(name for name, _ in FIELD_KEYS if name.endswith("_usd"))
+OTEL_TAG_PREFIX = "costmeter.tags."
+#: Attributes only some reports read (``--by day/budget/api/tag:KEY``, ``--since``): a decoder
+#: may leave the others ``None``.
 OPTIONAL_FIELDS = frozenset(
     {"timestamp", "tags", "budget", "budget_key", "api", "refused", *MONEY_FIELDS - {"cost_usd"}}
 )
@@ -389,8 +382,8 @@ def _fields_of(event: dict[str, Any], decoder: _Decoder) -> Fields:
     row.event = event.get("event")
     skip = decoder.skip
     otel = _OTEL_MARK in event
-    for name, otel_key in FIELD_KEYS:
-        setattr(row, name, None if name in skip else event.get(otel_key if otel else name))
+    for name, otel_name in FIELD_KEYS:
+        setattr(row, name, None if name in skip else event.get(otel_name if otel else name))
     row.timestamp = None if "timestamp" in skip else event.get("timestamp")
     row.refused = None if "refused" in skip else event.get("refused")
     tag_key = decoder.tag_key
