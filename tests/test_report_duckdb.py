@@ -275,12 +275,7 @@ def test_stdin_and_missing_files_are_the_python_engines(
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_auto_uses_duckdb_only_for_large_inputs(
-    logs: list[Path], ran_in_duckdb: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_auto_is_the_python_engine(logs: list[Path], ran_in_duckdb: list[str]) -> None:
     _report.build_report([str(logs[0])], "model", None, None)
-    assert [] == ran_in_duckdb
 
-    monkeypatch.setattr(_report, "DUCKDB_MIN_BYTES", 0)
-    _report.build_report([str(logs[0])], "model", None, None)
-    assert [str(logs[0])] == ran_in_duckdb
+    assert [] == ran_in_duckdb

@@ -4,7 +4,7 @@ DuckDB as the engine of ``costmeter report`` (optional: ``pip install 'costmeter
 DuckDB reads a file's lines and parses the JSON in C++ on every core, ~2.5x faster than the
 Python engine at 1M lines; the report must still be exactly the one the Python engine prints.
 So DuckDB only adds up the lines on which the two provably agree, and hands every other line,
-as its original text, to the Python engine (`_report._events`), which decides what it is:
+as its original text, to the Python engine (`costmeter._report_decode.events`), which decides what it is:
 
 * a line without ``costmeter.`` is blank or "other", as in Python (no JSON parse);
 * a ``costmeter.*`` event other than a call is counted by its name (a refusal by its budget);
@@ -40,23 +40,18 @@ from decimal import Decimal
 from typing import Any
 
 from costmeter._money import money_math
-from costmeter._report import (
-    _CALL,
-    _EXCEEDED,
-    _GZIP_MAGIC,
-    _OTEL_MARK,
-    DAY_MODEL,
+from costmeter._report import DAY_MODEL, Report, _add_up, _merge
+from costmeter._report_decode import (
+    CALL,
+    EXCEEDED,
     FIELD_KEYS,
+    OTEL_MARK,
     OTEL_TAG_PREFIX,
+    Decoder,
     Fields,
-    Progress,
-    Report,
-    _add_up,
-    _Decoder,
-    _merge,
-    _Prices,
-    _Totals,
 )
+from costmeter._report_input import GZIP_MAGIC, Progress
+from costmeter._report_totals import Prices, Totals
 
 __all__ = ["available", "file_reports"]
 
@@ -121,7 +116,7 @@ def _spec(fields: Sequence[str], otel: bool, tag_key: str | None) -> str:
         key = _OTEL.get(name, name) if otel else name
         spec[key] = "VARCHAR" if name in ("cost_usd", "event") else "JSON"
     if not otel:
-        spec[_OTEL_MARK] = "JSON"
+        spec[OTEL_MARK] = "JSON"
     if tag_key is not None:
         if otel:
             spec[OTEL_TAG_PREFIX + tag_key] = "JSON"
@@ -204,7 +199,7 @@ def _rows_sql(
         tag = f'(CASE WHEN o THEN jo."{OTEL_TAG_PREFIX + tag_key}" ELSE jp.tags."{tag_key}" END)::VARCHAR'
     other_kind_ok = "true"
     if refused:
-        other_kind_ok = f"(ev != '{_EXCEEDED}' OR {_name_ok('v_budget')})"
+        other_kind_ok = f"(ev != '{EXCEEDED}' OR {_name_ok('v_budget')})"
     return f"""
 SELECT *, CASE
     WHEN jp IS NULL OR (o AND jo IS NULL) THEN
@@ -212,7 +207,7 @@ SELECT *, CASE
              WHEN contains(line, 'costmeter.') THEN 'odd' ELSE 'other' END
     WHEN NOT starts_with(ev, 'costmeter.') OR ev IS NULL THEN 'other'
     WHEN NOT contains(line, 'costmeter.') THEN 'odd'
-    WHEN ev = '{_CALL}' THEN CASE WHEN {" AND ".join(checks)} THEN 'call' ELSE 'odd' END
+    WHEN ev = '{CALL}' THEN CASE WHEN {" AND ".join(checks)} THEN 'call' ELSE 'odd' END
     WHEN {other_kind_ok} THEN ev ELSE 'odd' END AS cls
 FROM (
     SELECT *,
@@ -233,9 +228,9 @@ FROM (
             SELECT *, CASE WHEN o THEN try(json_transform(line, {_spec(fields, True, tag_key)}))
                       END AS jo
             FROM (
-                SELECT *, coalesce(jp."{_OTEL_MARK}" IS NOT NULL OR (jp.input_tokens IS NULL
+                SELECT *, coalesce(jp."{OTEL_MARK}" IS NOT NULL OR (jp.input_tokens IS NULL
                     AND starts_with(jp.event, 'costmeter.')
-                    AND contains(line, '"{_OTEL_MARK}":')), false) AS o
+                    AND contains(line, '"{OTEL_MARK}":')), false) AS o
                 FROM (
                     SELECT line, CASE WHEN ascii(line) = 123
                         THEN try(json_transform(line, {_spec(fields, False, tag_key)})) END AS jp
@@ -330,7 +325,7 @@ FROM (
                     coalesce(w = 'in' AND v_usage_source = '"estimated"', false) AS estimated,
                     coalesce(w = 'in' AND v_usage_source = '"reported"' AND {inp} > 0
                              AND i_estimated_input_tokens IS NOT NULL, false) AS acc,
-                    CASE WHEN {refused} AND cls = '{_EXCEEDED}' AND refused = 'true'
+                    CASE WHEN {refused} AND cls = '{EXCEEDED}' AND refused = 'true'
                          THEN coalesce(nullif({_text("v_budget")}, ''), '(none)') END AS rb
                 FROM (
                     SELECT *, CASE WHEN cls = 'call' THEN {_window_sql(since, until)} END AS w,
@@ -351,7 +346,7 @@ def _name(text: str | None) -> str | None:
 
 
 def _bucket(bucket: int | None, tie: float | None) -> float:
-    """The key of an error in `_Totals.accuracy_hist`, as `_Totals.add` computes it."""
+    """The key of an error in `Totals.accuracy_hist`, as `Totals.add` computes it."""
     if tie is not None:
         return round(tie, 2) if tie < 100 else float(round(tie))
     assert bucket is not None
@@ -411,7 +406,7 @@ def file_reports(
     since: datetime | None,
     until: datetime | None,
     refusals: bool,
-    decoder: _Decoder,
+    decoder: Decoder,
 ) -> list[Report]:
     """
     The reports (one per grouping) of one plain or gzip file, as the Python engine would add
@@ -424,7 +419,7 @@ def file_reports(
 
     try:
         with open(name, "rb") as fh:
-            gzip = fh.read(2) == _GZIP_MAGIC
+            gzip = fh.read(2) == GZIP_MAGIC
     except OSError:
         raise Fallback(name) from None  # the Python engine says what is wrong with it
     rows = _rows_sql(name, gzip, bys, since, until, refusals)
@@ -457,7 +452,7 @@ def _collect(found: Sequence[tuple[Any, ...]], reports: Sequence[Report]) -> int
     """Add the grouped rows up into *reports*; returns the number of odd lines left to Python."""
     first = reports[0]
     odd = 0
-    prices = _Prices()
+    prices = Prices()
     width = len(_GRAIN)
     with money_math():
         for row in found:
@@ -470,7 +465,7 @@ def _collect(found: Sequence[tuple[Any, ...]], reports: Sequence[Report]) -> int
             for report, key in zip(reports, keys, strict=True):
                 totals = report.groups.get(key)
                 if totals is None:
-                    totals = report.groups[key] = _Totals()
+                    totals = report.groups[key] = Totals()
                 _add(totals, stats, unpriced, estimated)
                 if cached:
                     if unpriced:
@@ -489,7 +484,7 @@ def _collect(found: Sequence[tuple[Any, ...]], reports: Sequence[Report]) -> int
     return odd
 
 
-def _add(totals: _Totals, stats: dict[str, Any], unpriced: bool, estimated: bool) -> None:
+def _add(totals: Totals, stats: dict[str, Any], unpriced: bool, estimated: bool) -> None:
     """Add one group of calls (inside `money_math`)."""
     n = stats["n"]
     totals.calls += n
@@ -526,10 +521,10 @@ def _count_line(first: Report, cls: str, window: str | None, budget: str | None,
 
 
 def _add_savings(
-    totals: _Totals, prices: _Prices, name: str | None, tier: str | None, stats: dict[str, Any]
+    totals: Totals, prices: Prices, name: str | None, tier: str | None, stats: dict[str, Any]
 ) -> None:
     """
-    Cached tokens priced as *name* in *tier*, at its cache discount (as `_Totals.add`, which
+    Cached tokens priced as *name* in *tier*, at its cache discount (as `Totals.add`, which
     prices ``priced_as or response_model or model``: the SQL picked that *name*).
     """
     row = Fields()

@@ -23,21 +23,17 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from costmeter._money import money_math
-from costmeter._report import (
-    _COLUMNS,
-    DAY_MODEL,
-    Report,
-    UsageError,
-    _cell,
-    _sorted_groups,
-    _Totals,
-    _values,
-    build_report,
-    build_reports,
+from costmeter._report import DAY_MODEL, Report, UsageError, build_report, build_reports
+from costmeter._report_output import (
+    COLUMNS,
+    cell,
+    column_values,
+    sorted_groups,
     write_csv,
     write_json,
     write_table,
 )
+from costmeter._report_totals import Totals
 
 __all__ = ["render_html", "write_report"]
 
@@ -126,9 +122,9 @@ def render_html(
     tiles = [
         ("total cost", f"${total.cost_usd:,.6f}"),
         ("calls", f"{total.calls:,}"),
-        ("cache hit rate", _cell("ratio", total.cache_hit_rate)),
+        ("cache hit rate", cell("ratio", total.cache_hit_rate)),
         ("saved by caching", f"${total.saved_usd:,.6f}"),
-        ("estimate error (median)", _cell("pct", total.error_median_pct)),
+        ("estimate error (median)", cell("pct", total.error_median_pct)),
         ("refused by budgets", f"{refused:,}"),
     ]
     sections = [
@@ -142,7 +138,7 @@ def render_html(
             "Exact sums of cost_usd.",
             _bars(
                 "cost-by",
-                [(k, t.cost_usd) for k, t in _sorted_groups(breakdown)],
+                [(k, t.cost_usd) for k, t in sorted_groups(breakdown)],
                 money=True,
             ),
         ),
@@ -151,7 +147,7 @@ def render_html(
             "Cached input tokens / input tokens.",
             _bars(
                 "cache-hit",
-                [(k, t.cache_hit_rate) for k, t in _sorted_groups(by_model)],
+                [(k, t.cache_hit_rate) for k, t in sorted_groups(by_model)],
                 percent=True,
             ),
         ),
@@ -159,7 +155,7 @@ def render_html(
             "Saved by caching, by model",
             "What the cached input tokens would have cost at the uncached rate, at today's prices.",
             _bars(
-                "cache-saved", [(k, t.saved_usd) for k, t in _sorted_groups(by_model)], money=True
+                "cache-saved", [(k, t.saved_usd) for k, t in sorted_groups(by_model)], money=True
             ),
         ),
         _section(
@@ -168,7 +164,7 @@ def render_html(
             "(calls with reported usage).",
             _bars(
                 "estimate-error",
-                [(k, _pct(t.error_median_pct)) for k, t in _sorted_groups(by_model)],
+                [(k, _pct(t.error_median_pct)) for k, t in sorted_groups(by_model)],
                 suffix="%",
             ),
         ),
@@ -342,14 +338,14 @@ def _stacked_days(by_day_model: Report) -> str:
 
 def _table(report: Report) -> str:
     label = "model" if report.by == "model" else report.by
-    header = [label if report.by != "none" else "", *(h for _c, h, _k in _COLUMNS)]
-    rows: list[tuple[str, _Totals]] = [*_sorted_groups(report), ("TOTAL", report.total)]
+    header = [label if report.by != "none" else "", *(h for _c, h, _k in COLUMNS)]
+    rows: list[tuple[str, Totals]] = [*sorted_groups(report), ("TOTAL", report.total)]
     body = []
     for key, totals in rows:
-        values = _values(totals)
+        values = column_values(totals)
         cells = "".join(
-            f'<td data-col="{col}">{html.escape(_cell(kind, values[col]))}</td>'
-            for col, _h, kind in _COLUMNS
+            f'<td data-col="{col}">{html.escape(cell(kind, values[col]))}</td>'
+            for col, _h, kind in COLUMNS
         )
         css = ' class="total"' if key == "TOTAL" else ""
         body.append(f"<tr{css}><th>{html.escape(key)}</th>{cells}</tr>")

@@ -220,8 +220,8 @@ def _add_report(subparsers: Subparsers) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--engine", choices=("auto", "python", "duckdb"), default="auto",
-        help="what adds the logs up: duckdb (the duckdb extra; files of 16 MB or more by "
-        "default) or python; the same report either way (default: auto)",
+        help="what adds the logs up: python (auto) or duckdb (pip install 'costmeter[duckdb]'); "
+        "the same report either way",
     )  # fmt: skip
     parser.set_defaults(handler=_cmd_report)
 
