@@ -5,9 +5,10 @@ Generates a log of N lines (realistic ``costmeter.call`` events, as in the READM
 application noise; see ``report_memory.generate``), then times, interleaved and in fresh processes
 (start-up counts), the same aggregation per model — calls, token sums, exact cost sum:
 
-* ``costmeter report FILE --format json`` (``--engine auto``: DuckDB when installed, as here);
-* ``costmeter report FILE --format json --engine python`` (msgspec when installed; two forked
-  processes on a large plain file) -- what runs without the ``duckdb`` extra;
+* ``costmeter report FILE --format json`` (the default engine: msgspec when installed, two
+  forked processes on a large plain file);
+* ``costmeter report FILE --format json --engine duckdb`` (the exact DuckDB engine, the
+  ``duckdb`` extra), checked to print the same report byte for byte;
 * DuckDB's ``read_ndjson`` with ``DECIMAL(38,18)`` cost sums (optional: ``pip install
   'costmeter[bench]'``; skipped with a message when missing), in a fresh Python process;
 * ``jq -n 'reduce inputs ...'`` (streaming; binary floats), skipped when ``jq`` is absent;
@@ -108,7 +109,8 @@ def main() -> None:
         print(f"generated {args.lines:,} lines in {time.perf_counter() - started:.1f} s")
     size_mb = path.stat().st_size / 1e6
     commands["costmeter"] = [sys.executable, "-m", "costmeter", "report", str(path), "--format", "json"]  # fmt: skip
-    commands["costmeter --engine python"] = [*commands["costmeter"], "--engine", "python"]
+    if _duckdb_available():
+        commands["costmeter --engine duckdb"] = [*commands["costmeter"], "--engine", "duckdb"]
     if _duckdb_available():
         commands["duckdb"] = [sys.executable, "-c", DUCKDB_SCRIPT, str(path)]
     else:
@@ -131,8 +133,11 @@ def main() -> None:
             cpus[name].append(cpu)
 
     total = json.loads(outputs["costmeter"])["total"]
-    same = outputs["costmeter"] == outputs["costmeter --engine python"]
-    print(f"DuckDB and Python engines print the same report: {'yes' if same else 'NO'}")
+    if "costmeter --engine duckdb" in outputs:
+        same = outputs["costmeter"] == outputs["costmeter --engine duckdb"]
+        print(
+            f"costmeter's DuckDB and Python engines print the same report: {'yes' if same else 'NO'}"
+        )
     if "duckdb" in outputs:
         calls, cost = outputs["duckdb"].split()[-2:]
         agree = int(calls) == total["calls"] and Decimal(cost) == Decimal(total["cost_usd"])
@@ -157,6 +162,13 @@ def main() -> None:
             f"costmeter / DuckDB: {ratio:.2f}x{goal}{verdict}; "
             f"per-run pairs {', '.join(f'{r:.2f}' for r in ratios)}; CPU time {cpu_ratio:.2f}x"
         )
+        if "costmeter --engine duckdb" in times:
+            duck = statistics.median(times["costmeter --engine duckdb"])
+            duck_cpu = statistics.median(cpus["costmeter --engine duckdb"])
+            print(
+                f"costmeter --engine duckdb / DuckDB: {duck / statistics.median(times['duckdb']):.2f}x"
+                f"; CPU time {duck_cpu / statistics.median(cpus['duckdb']):.2f}x"
+            )
     tmp.cleanup()
 
 
