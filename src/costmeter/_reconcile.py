@@ -32,7 +32,6 @@ import csv
 import io
 import json
 import sys
-import textwrap
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -48,6 +47,7 @@ from costmeter._reconcile_bill import (
 )
 from costmeter._reconcile_compare import Reconciliation, Row, _money, compare
 from costmeter._report import UsageError
+from costmeter.cli import add_command
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -253,31 +253,26 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
 def register(subparsers: Subparsers) -> None:
     """Add ``reconcile`` to the ``costmeter`` command."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "reconcile",
-        help="compare the logged cost with OpenAI's bill (Usage and Costs APIs)",
-        description=textwrap.fill(
-            "Compare what costmeter logged with what the organization was billed, per UTC "
-            "day, model, line item, project or API key: logged vs billed $, the difference, "
-            "logged vs billed tokens (input, cached, output), and why they differ (calls not "
-            "made through costmeter, a price change, a service tier billed differently, "
-            "unmetered line items, time-zone edges). Reads the Costs and Usage APIs through "
-            "the OpenAI SDK with OPENAI_ADMIN_KEY (OPENAI_BASE_URL is honoured).",
-            width=80,
-        ),
-        epilog=(
-            "examples:\n"
-            "  costmeter reconcile costs.jsonl --since 2025-06-01\n"
-            "  costmeter reconcile logs/*.jsonl.gz --since 2025-06-01 --until 2025-07-01 "
-            "--by model\n"
-            "  costmeter reconcile costs.jsonl --since 2025-06-01 --by line_item --format csv\n\n"
-            "Days are UTC; --until is exclusive (default: up to and including today).\n"
-            "The tolerance is per day (a --by model row spans every day of the window).\n"
-            "exit codes: 0 every row within tolerance, 2 usage error (or no OPENAI_ADMIN_KEY),\n"
-            "3 unreadable file, 5 the Usage/Costs API could not be read,\n"
-            "6 some row differs by more than the tolerance."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "compare the logged cost with OpenAI's bill (Usage and Costs APIs)",
+        "Compare what costmeter logged with what the organization was billed, per UTC "
+        "day, model, line item, project or API key: logged vs billed $, the difference, "
+        "logged vs billed tokens (input, cached, output), and why they differ (calls not "
+        "made through costmeter, a price change, a service tier billed differently, "
+        "unmetered line items, time-zone edges). Reads the Costs and Usage APIs through "
+        "the OpenAI SDK with OPENAI_ADMIN_KEY (OPENAI_BASE_URL is honoured).",
+        "examples:\n"
+        "  costmeter reconcile costs.jsonl --since 2025-06-01\n"
+        "  costmeter reconcile logs/*.jsonl.gz --since 2025-06-01 --until 2025-07-01 "
+        "--by model\n"
+        "  costmeter reconcile costs.jsonl --since 2025-06-01 --by line_item --format csv\n\n"
+        "Days are UTC; --until is exclusive (default: up to and including today).\n"
+        "The tolerance is per day (a --by model row spans every day of the window).\n"
+        "exit codes: 0 every row within tolerance, 2 usage error (or no OPENAI_ADMIN_KEY),\n"
+        "3 unreadable file, 5 the Usage/Costs API could not be read,\n"
+        "6 some row differs by more than the tolerance.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="log file, .gz file, or - (stdin)")
     parser.add_argument("--since", type=_utc_day, required=True, metavar="YYYY-MM-DD")

@@ -12,19 +12,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 from costmeter._report import DAY_MODEL
-from costmeter._report_decode import CALL, EXCEEDED, FIELD_KEYS, OTEL_MARK, OTEL_TAG_PREFIX
+from costmeter._report_decode import (
+    CALL,
+    EXCEEDED,
+    FIELD_KEYS,
+    INT_FIELDS,
+    OTEL_MARK,
+    OTEL_TAG_PREFIX,
+)
 
-__all__ = ["GRAIN", "INTS", "SUMS", "report_sql", "rows_sql"]
+__all__ = ["GRAIN", "INTS", "SUMMED", "SUMS", "report_sql", "rows_sql"]
 
 _OTEL = dict(FIELD_KEYS)
-INTS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "estimated_input_tokens",
-)
+#: The token counts read, in record order (``estimated_input_tokens`` last); all but it summed.
+INTS = tuple(name for name, _ in FIELD_KEYS if name in INT_FIELDS)
+SUMMED = tuple(name for name in INTS if name != "estimated_input_tokens")
 _NAMES = (
     "model",
     "response_model",
@@ -227,7 +229,7 @@ def _window_sql(since: datetime | None, until: datetime | None) -> str:
 
 
 GRAIN = ("cls", "w", "rb", "name", "tier", "cached", "unpriced", "estimated", "bucket", "tie")
-SUMS = ("n", *(f"s_{name}" for name in INTS[:5]), "cost", "exponent", "low", "high", "err")
+SUMS = ("n", *(f"s_{name}" for name in SUMMED), "cost", "exponent", "low", "high", "err")
 
 
 def report_sql(
@@ -242,7 +244,7 @@ def report_sql(
         f"CASE WHEN w = 'in' THEN {_key_sql(by)} END AS k{i}" for i, by in enumerate(bys)
     )
     inp = "coalesce(i_input_tokens, 0)"
-    sums = ", ".join(f"sum(i_{name})" for name in INTS[:5])
+    sums = ", ".join(f"sum(i_{name})" for name in SUMMED)
     typed = ", ".join(
         f"CASE WHEN cls = 'call' THEN v_{name}::BIGINT END AS i_{name}" for name in INTS
     )

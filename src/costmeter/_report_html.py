@@ -19,7 +19,7 @@ import html
 import io
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from costmeter._money import money_math
@@ -90,6 +90,13 @@ def write_report(args: argparse.Namespace) -> Report:
     return report
 
 
+def _per_group(
+    report: Report, value: Callable[[Totals], Decimal | float | int | None]
+) -> list[tuple[str, Decimal | float | int | None]]:
+    """(group, *value* of its totals) for each group, in the report's order."""
+    return [(key, value(totals)) for key, totals in sorted_groups(report)]
+
+
 def _by_count(counts: Counter[str]) -> list[tuple[str, Decimal | float | int | None]]:
     """Most first, ties by name: the same page whichever engine, in whatever order, read them."""
     return [(key, n) for key, n in sorted(counts.items(), key=lambda kn: (-kn[1], kn[0]))]
@@ -133,40 +140,44 @@ def render_html(
             "UTC days; each bar stacks the models' exact cost.",
             _stacked_days(by_day_model),
         ),
-        _section(
-            f"Cost by {breakdown.by}",
-            "Exact sums of cost_usd.",
-            _bars(
-                "cost-by",
-                [(k, t.cost_usd) for k, t in sorted_groups(breakdown)],
-                money=True,
-            ),
-        ),
-        _section(
-            "Cache hit rate by model",
-            "Cached input tokens / input tokens.",
-            _bars(
-                "cache-hit",
-                [(k, t.cache_hit_rate) for k, t in sorted_groups(by_model)],
-                percent=True,
-            ),
-        ),
-        _section(
-            "Saved by caching, by model",
-            "What the cached input tokens would have cost at the uncached rate, at today's prices.",
-            _bars(
-                "cache-saved", [(k, t.saved_usd) for k, t in sorted_groups(by_model)], money=True
-            ),
-        ),
-        _section(
-            "Input-estimate accuracy by model",
-            "Median |estimated - reported| input tokens, in % of the reported count "
-            "(calls with reported usage).",
-            _bars(
-                "estimate-error",
-                [(k, _pct(t.error_median_pct)) for k, t in sorted_groups(by_model)],
-                suffix="%",
-            ),
+        *(
+            _section(title, note, _bars(chart, _per_group(grouped, value), **style))
+            for title, note, chart, grouped, value, style in (
+                (
+                    f"Cost by {breakdown.by}",
+                    "Exact sums of cost_usd.",
+                    "cost-by",
+                    breakdown,
+                    lambda t: t.cost_usd,
+                    {"money": True},
+                ),
+                (
+                    "Cache hit rate by model",
+                    "Cached input tokens / input tokens.",
+                    "cache-hit",
+                    by_model,
+                    lambda t: t.cache_hit_rate,
+                    {"percent": True},
+                ),
+                (
+                    "Saved by caching, by model",
+                    "What the cached input tokens would have cost at "
+                    "the uncached rate, at today's prices.",
+                    "cache-saved",
+                    by_model,
+                    lambda t: t.saved_usd,
+                    {"money": True},
+                ),
+                (
+                    "Input-estimate accuracy by model",
+                    "Median |estimated - reported| input "
+                    "tokens, in % of the reported count (calls with reported usage).",
+                    "estimate-error",
+                    by_model,
+                    lambda t: _pct(t.error_median_pct),
+                    {"suffix": "%"},
+                ),
+            )
         ),
         _section(
             "Calls refused by budgets",

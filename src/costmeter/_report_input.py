@@ -60,27 +60,32 @@ class Progress:
         self.shown = False
 
     def tick(self, lines: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now < self.next_at:
+        """Show how far reading got: the share of the file when known, and *lines* so far."""
+        if not self._due():
             return
-        self.next_at = now + 0.5
         done = ""
         if self.size and self.position is not None:
             try:
                 done = f" {min(100.0, 100.0 * self.position() / self.size):5.1f}%"
             except (OSError, ValueError):
                 done = ""
-        sys.stderr.write(f"\rcostmeter: reading {self.name}{done} ({lines:,} lines)")
-        sys.stderr.flush()
-        self.shown = True
+        self._show(f"{done} ({lines:,} lines)")
 
     def tick_percent(self, percent: float) -> None:
         """Show *percent* done (an engine that cannot count lines as it goes: DuckDB)."""
+        if self._due():
+            self._show(f" {min(100.0, percent):5.1f}%")
+
+    def _due(self) -> bool:
+        """Whether to draw now: on a TTY, after 1 s, then every 0.5 s."""
         now = time.monotonic()
         if not self.enabled or now < self.next_at:
-            return
+            return False
         self.next_at = now + 0.5
-        sys.stderr.write(f"\rcostmeter: reading {self.name} {min(100.0, percent):5.1f}%")
+        return True
+
+    def _show(self, text: str) -> None:
+        sys.stderr.write(f"\rcostmeter: reading {self.name}{text}")
         sys.stderr.flush()
         self.shown = True
 

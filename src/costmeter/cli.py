@@ -107,6 +107,22 @@ def _say(message: str) -> None:
     print(f"{_PROG}: {message}", file=sys.stderr)
 
 
+def add_command(
+    subparsers: Subparsers, name: str, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """
+    Add ``costmeter NAME``: *summary* is its line in ``costmeter --help``, *description* is
+    wrapped to 80 columns, *epilog* (examples, exit codes) is printed as written.
+    """
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, width=80),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parse_when(text: str) -> datetime:
     """``--since``/``--until``: an ISO date or date-time; naive means UTC."""
     try:
@@ -177,29 +193,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_report(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "report",
-        help="add up calls, tokens and cost from JSON-lines logs",
-        description=textwrap.fill(
-            "Add up costmeter.call events from JSON-lines logs: calls, tokens, exact cost "
-            "(Decimal sums), cache hit rate (cached/input tokens), money saved by caching "
-            "(at today's prices), the accuracy of input-token estimates, unpriced calls and "
-            "calls whose usage was estimated. Lines that are not costmeter events are skipped "
-            "and counted on stderr, so mixed application logs can be read as they are. "
-            "Files are streamed in constant memory; gzip is detected automatically.",
-            width=80,
-        ),
-        epilog=(
-            "examples:\n"
-            "  costmeter report costs.jsonl\n"
-            "  costmeter report costs.jsonl.1.gz costs.jsonl --by day\n"
-            "  costmeter report costs.jsonl --by tag:customer --since 2025-06-01 --format csv\n"
-            "  docker logs api 2>&1 | costmeter report - --format json | jq .total.cost_usd\n\n"
-            "groups: model (as requested), day (UTC), budget, api, tag:KEY, none.\n"
-            "JSON/CSV money values are exact decimal strings; the table rounds to 6 places.\n"
-            "exit codes: 0 ok, 1 no costmeter.call events, 2 usage error, 3 unreadable file."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "add up calls, tokens and cost from JSON-lines logs",
+        "Add up costmeter.call events from JSON-lines logs: calls, tokens, exact cost "
+        "(Decimal sums), cache hit rate (cached/input tokens), money saved by caching "
+        "(at today's prices), the accuracy of input-token estimates, unpriced calls and "
+        "calls whose usage was estimated. Lines that are not costmeter events are skipped "
+        "and counted on stderr, so mixed application logs can be read as they are. "
+        "Files are streamed in constant memory; gzip is detected automatically.",
+        "examples:\n"
+        "  costmeter report costs.jsonl\n"
+        "  costmeter report costs.jsonl.1.gz costs.jsonl --by day\n"
+        "  costmeter report costs.jsonl --by tag:customer --since 2025-06-01 --format csv\n"
+        "  docker logs api 2>&1 | costmeter report - --format json | jq .total.cost_usd\n\n"
+        "groups: model (as requested), day (UTC), budget, api, tag:KEY, none.\n"
+        "JSON/CSV money values are exact decimal strings; the table rounds to 6 places.\n"
+        "exit codes: 0 ok, 1 no costmeter.call events, 2 usage error, 3 unreadable file.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="log file, .gz file, or - (stdin)")
     parser.add_argument(
@@ -346,14 +357,14 @@ def _write_token_prices(price: ModelPrice, out: IO[str]) -> None:
 
 
 def _add_price(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "price",
-        help="show the prices costmeter uses for a model, and their source",
-        description="Show the prices (USD per 1M tokens) costmeter uses for MODEL and where "
+        "show the prices costmeter uses for a model, and their source",
+        "Show the prices (USD per 1M tokens) costmeter uses for MODEL and where "
         "they come from (override, COSTMETER_PRICES_FILE, genai-prices, tokencost).",
-        epilog="examples:\n  costmeter price gpt-5\n  costmeter price gpt-5-mini --tier flex "
+        "examples:\n  costmeter price gpt-5\n  costmeter price gpt-5-mini --tier flex "
         "--format json\n\nexit codes: 0 ok, 2 usage error, 4 no price known for the model.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument(
@@ -441,16 +452,16 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _add_estimate(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "estimate",
-        help="worst-case cost of a request body, before sending it",
-        description="Estimate the input tokens and worst-case cost of a request body (the JSON "
+        "worst-case cost of a request body, before sending it",
+        "Estimate the input tokens and worst-case cost of a request body (the JSON "
         "you would pass to responses.create / chat.completions.create), offline.",
-        epilog="examples:\n  costmeter estimate --model gpt-5 request.json\n"
+        "examples:\n  costmeter estimate --model gpt-5 request.json\n"
         '  echo \'{"input": "hi", "max_output_tokens": 500}\' | '
         "costmeter estimate --model gpt-5-mini\n\n"
         "exit codes: 0 ok, 2 usage error (bad JSON), 3 unreadable file, 4 unknown model.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", help='the model (default: the body\'s "model")')
     parser.add_argument(
@@ -615,12 +626,13 @@ def _cmd_budget_reset(args: argparse.Namespace) -> int:
 
 
 def _add_budget(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "budget",
-        help="show or reset a budget kept in a SQLite or Redis ledger",
-        description="Inspect or reset a persistent budget (created with costmeter.budget(..., "
+        "show or reset a budget kept in a SQLite or Redis ledger",
+        "Inspect or reset a persistent budget (created with costmeter.budget(..., "
         "name=NAME, ledger=URL)).",
-        epilog="examples:\n"
+        "examples:\n"
         "  costmeter budget show daily --ledger sqlite:///budgets.db\n"
         "  costmeter budget show daily --ledger redis://127.0.0.1:6379/0 --window day "
         "--format json\n"
@@ -628,7 +640,6 @@ def _add_budget(subparsers: Subparsers) -> None:
         "  costmeter budget reset daily --ledger sqlite:///budgets.db\n\n"
         "exit codes: 0 ok, 1 nothing recorded (show; or no such ledger file), 2 usage error, "
         "5 ledger unavailable.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(title="actions", dest="action", metavar="ACTION")
     for action, handler, text in (
