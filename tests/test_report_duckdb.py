@@ -240,8 +240,9 @@ def test_money_sums_are_exact_and_keep_their_exponent(tmp_path: Path) -> None:
         b"a\rb\n",
         b"a\x01b\n",
         b'{"event": "costmeter.call", "model": "m", "cost_usd": 2}\r\n',  # then a \n line
+        b'{"event": "costmeter.call", "model": "m", "pad": "' + b"x" * (3 << 20) + b'"}\n',
     ],
-    ids=["not UTF-8", "lone CR", "0x01 byte", "CRLF and LF"],
+    ids=["not UTF-8", "lone CR", "0x01 byte", "CRLF and LF", "a 3 MB line"],
 )
 def test_a_file_duckdb_cannot_split_into_lines_as_python_does_is_read_by_python(
     tmp_path: Path, ran_in_duckdb: list[str], content: bytes

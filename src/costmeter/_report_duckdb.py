@@ -28,7 +28,7 @@ does (a group that straddles a long-context threshold is read by Python instead)
 estimate-error histogram buckets like Python's ``round(error, 2)``; values within 1e-6 of a
 rounding tie come back as exact doubles and are rounded here. A whole file is left to Python
 when DuckDB cannot read it as lines exactly as Python does (invalid UTF-8, a lone CR, a 0x01
-byte, corrupt gzip). Known differences, on lines no JSON writer produces: a line that repeats a
+byte, a line over 2 MB, corrupt gzip). Known differences, on lines no JSON writer produces: a line that repeats a
 key the report reads (JSON says names should be unique) is read with the first value here, the
 last in Python, and so is a cost key nested in an object before the top-level one; a trailing
 comma (``{"a": 1,}``), which Python's ``json`` rejects, is accepted here.
@@ -150,6 +150,9 @@ def file_reports(
     con = duckdb.connect()
     try:
         con.execute("SET preserve_insertion_order = false")
+        # constant memory: no cache of the file read; lines over 2 MB (DuckDB sizes its read
+        # buffers from max_line_size) are left to Python
+        con.execute("SET enable_external_file_cache = false")
         # progress is measured (shown by `_run`, on stderr, like the Python engine's), not printed
         con.execute("SET enable_progress_bar = true")
         con.execute("SET enable_progress_bar_print = false")

@@ -106,7 +106,7 @@ def _source(path: str, gzip: bool) -> str:
     return (
         f"read_csv({_q(path)}, columns={{'line': 'VARCHAR'}}, delim='\x01', quote='', "
         "escape='', header=false, auto_detect=false, strict_mode=true, "
-        f"max_line_size=1073741824, compression='{compression}')"
+        f"max_line_size=2097152, compression='{compression}')"
     )
 
 
