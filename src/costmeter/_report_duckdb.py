@@ -24,14 +24,14 @@ on the 2-core machine measured (bench/README.md) this engine uses about as much 
 Sums: tokens as integers, cost as ``DECIMAL(38,18)`` plus the smallest exponent of the summed
 values, so the Decimal rebuilt here has the exponent Python's running sum has (``0.10 + 0.2`` is
 ``0.30``). Cache savings are grouped by what they are priced as and priced here, like Python
-does (a group that straddles a long-context threshold is read by Python instead). The
-estimate-error histogram buckets like Python's ``round(error, 2)``; values within 1e-6 of a
-rounding tie come back as exact doubles and are rounded here. A whole file is left to Python
-when DuckDB cannot read it as lines exactly as Python does (invalid UTF-8, a lone CR, a 0x01
-byte, a line over 2 MB, corrupt gzip). Known differences, on lines no JSON writer produces: a line that repeats a
-key the report reads (JSON says names should be unique) is read with the first value here, the
-last in Python, and so is a cost key nested in an object before the top-level one; a trailing
-comma (``{"a": 1,}``), which Python's ``json`` rejects, is accepted here.
+does. The estimate-error histogram buckets like Python's ``round(error, 2)``; values within 1e-6
+of a rounding tie come back as exact doubles and are rounded here. A whole file is left to
+Python when DuckDB cannot read it as lines exactly as Python does (invalid UTF-8, a lone CR, a
+0x01 byte, a line over 2 MB, corrupt gzip) or when its cached calls straddle a long-context price
+threshold. Known differences, on lines no JSON writer produces: a line that repeats a key the
+report reads (JSON says names should be unique) is read with the first value here, the last in
+Python, and so is a cost key nested in an object before the top-level one; a trailing comma
+(``{"a": 1,}``), which Python's ``json`` rejects, is accepted here.
 """
 
 from __future__ import annotations
