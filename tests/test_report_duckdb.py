@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,40 @@ def test_auto_is_the_python_engine(logs: list[Path], ran_in_duckdb: list[str]) -
     _report.build_report([str(logs[0])], "model", None, None)
 
     assert [] == ran_in_duckdb
+
+
+def test_cached_calls_on_both_sides_of_a_long_context_threshold(
+    tmp_path: Path, ran_in_duckdb: list[str]
+) -> None:
+    """gpt-5.4 bills a whole request above 272k input tokens at its long-context rates: savings
+    are priced per call side (here the file is left to Python, which prices each call)."""
+    path = tmp_path / "long.jsonl"
+    lines = [
+        '{"event": "costmeter.call", "model": "gpt-5.4", "priced_as": "gpt-5.4",'
+        f' "input_tokens": {tokens}, "cached_input_tokens": 100000, "cost_usd": 1}}'
+        for tokens in (200_000, 300_000)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+    duck = _report.build_report([str(path)], "model", None, None, engine="duckdb")
+    python = _report.build_report([str(path)], "model", None, None, engine="json")
+
+    # 100k cached at (2.5 - 0.25) and 100k at the long-context (5 - 0.5) $/1M: 0.225 + 0.45
+    assert "0.675" == format(duck.total.saved_usd.normalize(), "f")
+    assert _outputs([python]) == _outputs([duck])
+    assert [] == ran_in_duckdb
+
+
+def test_cached_calls_below_a_long_context_threshold_stay_in_duckdb(
+    tmp_path: Path, ran_in_duckdb: list[str]
+) -> None:
+    path = tmp_path / "short.jsonl"
+    path.write_text(
+        '{"event": "costmeter.call", "model": "gpt-5.4", "input_tokens": 200000,'
+        ' "cached_input_tokens": 100000, "cost_usd": 1}\n'
+    )
+
+    duck = _report.build_report([str(path)], "model", None, None, engine="duckdb")
+
+    assert Decimal("0.225") == duck.total.saved_usd  # 100k x (2.50 - 0.25) $/1M
+    assert [str(path)] == ran_in_duckdb
