@@ -270,6 +270,20 @@ def test_crlf_lines_are_read_in_duckdb(tmp_path: Path, ran_in_duckdb: list[str])
     assert [str(path)] == ran_in_duckdb
 
 
+def test_a_name_duckdb_would_expand_is_opened_by_python_as_it_is(
+    tmp_path: Path, ran_in_duckdb: list[str]
+) -> None:
+    """``costs[1].jsonl`` is a file name, not a glob matching ``costs1.jsonl``."""
+    (tmp_path / "costs1.jsonl").write_text(render(make_events(1)[0]) + "\n")
+    path = tmp_path / "costs[1].jsonl"
+    path.write_text("\n".join(render(e) for e in make_events(5)) + "\n")
+
+    report = _report.build_report([str(path)], "none", None, None, engine="duckdb")
+
+    assert 5 == report.total.calls
+    assert [] == ran_in_duckdb
+
+
 def test_stdin_and_missing_files_are_the_python_engines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

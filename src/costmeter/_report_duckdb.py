@@ -36,6 +36,7 @@ Python, and so is a cost key nested in an object before the top-level one; a tra
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -141,6 +142,9 @@ def file_reports(
     """
     import duckdb  # noqa: PLC0415
 
+    if not os.path.isfile(name) or any(c in name for c in "*?[{~") or "://" in name:
+        # DuckDB would expand a glob or fetch a URL; Python opens the name as it is
+        raise Fallback(name)
     try:
         with open(name, "rb") as fh:
             gzip = fh.read(2) == GZIP_MAGIC

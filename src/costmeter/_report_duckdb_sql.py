@@ -132,8 +132,8 @@ def rows_sql(
     checks = [_ints_ok([f"v_{name}" for name in INTS])]
     checks += [_name_ok(f"v_{name}") for name in _NAMES[:4]]
     checks += [_name_ok(f"v_{by}") for by in ("budget", "budget_key", "api") if by in bys]
-    # the cost's text in the line is the one DuckDB read, a plain non-negative number: then the
-    # DECIMAL made of that text is what Python reads
+    # the cost's own text, taken from the line, is a plain non-negative number (of at most 18
+    # decimals): the DECIMAL made of it is the Decimal Python reads
     checks.append(f"(c IS NULL OR (raw != '' AND exponent >= {_MIN_EXPONENT}))")
     if tag_key is not None:
         checks.append(f"(tag IN ('true', 'false') OR {_name_ok('tag')} OR {_ints_ok(['tag'])})")
