@@ -268,3 +268,22 @@ class TestLazyPackage:
             _ = costmeter.nope  # type: ignore[attr-defined]
         with pytest.raises(AttributeError, match="no attribute '_nope'"):
             _ = costmeter._nope  # type: ignore[attr-defined]
+
+
+def test_parallel_pieces_count_events_once_for_several_groupings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The html page reads several groupings at once; a file read in pieces counts each refusal
+    and event once (the groupings share the counters)."""
+    path = tmp_path / "refusals.jsonl"
+    refusal = '{"event": "costmeter.budget.exceeded", "budget": "daily", "refused": true}'
+    call = '{"event": "costmeter.call", "model": "m", "cost_usd": 1}'
+    path.write_text("\n".join([refusal, call] * 2000) + "\n")
+    monkeypatch.setattr(_report, "_PARALLEL_MIN_BYTES", 0)
+    bys = ["model", "day+model", "budget"]
+
+    reports = _report.build_reports([str(path)], bys, None, None, workers=2, refusals=True)
+
+    assert {"daily": 2000} == dict(reports[0].refusals)
+    assert {"costmeter.budget.exceeded": 2000} == dict(reports[2].other_events)
+    assert 2000 == reports[1].total.calls
