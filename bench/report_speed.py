@@ -5,7 +5,10 @@ Generates a log of N lines (realistic ``costmeter.call`` events, as in the READM
 application noise; see ``report_memory.generate``), then times, interleaved and in fresh processes
 (start-up counts), the same aggregation per model — calls, token sums, exact cost sum:
 
-* ``costmeter report FILE --format json`` (the engine picks msgspec when installed);
+* ``costmeter report FILE --format json`` (the default engine: msgspec when installed, two
+  forked processes on a large plain file);
+* ``costmeter report FILE --format json --engine duckdb`` (the exact DuckDB engine, the
+  ``duckdb`` extra), checked to print the same report byte for byte;
 * DuckDB's ``read_ndjson`` with ``DECIMAL(38,18)`` cost sums (optional: ``pip install
   'costmeter[bench]'``; skipped with a message when missing), in a fresh Python process;
 * ``jq -n 'reduce inputs ...'`` (streaming; binary floats), skipped when ``jq`` is absent;
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,13 +76,17 @@ def _duckdb_available() -> bool:
     return probe.returncode == 0
 
 
-def _run(command: list[str]) -> tuple[float, str]:
+def _run(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, the child's threads and processes) and stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"{command[:3]} failed ({done.returncode}): {done.stderr[-500:]}")
-    return elapsed, done.stdout
+    return elapsed, cpu, done.stdout
 
 
 def main() -> None:
@@ -102,6 +110,8 @@ def main() -> None:
     size_mb = path.stat().st_size / 1e6
     commands["costmeter"] = [sys.executable, "-m", "costmeter", "report", str(path), "--format", "json"]  # fmt: skip
     if _duckdb_available():
+        commands["costmeter --engine duckdb"] = [*commands["costmeter"], "--engine", "duckdb"]
+    if _duckdb_available():
         commands["duckdb"] = [sys.executable, "-c", DUCKDB_SCRIPT, str(path)]
     else:
         print("duckdb: skipped (not installed: pip install 'costmeter[bench]')")
@@ -114,13 +124,20 @@ def main() -> None:
         commands["costmeter (json decoder)"] = [sys.executable, "-c", FALLBACK_SCRIPT, str(path)]
 
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     outputs: dict[str, str] = {}
     for _ in range(args.runs):
         for name, command in commands.items():  # interleaved: drift hits every tool alike
-            elapsed, outputs[name] = _run(command)
+            elapsed, cpu, outputs[name] = _run(command)
             times[name].append(elapsed)
+            cpus[name].append(cpu)
 
     total = json.loads(outputs["costmeter"])["total"]
+    if "costmeter --engine duckdb" in outputs:
+        same = outputs["costmeter"] == outputs["costmeter --engine duckdb"]
+        print(
+            f"costmeter's DuckDB and Python engines print the same report: {'yes' if same else 'NO'}"
+        )
     if "duckdb" in outputs:
         calls, cost = outputs["duckdb"].split()[-2:]
         agree = int(calls) == total["calls"] and Decimal(cost) == Decimal(total["cost_usd"])
@@ -132,6 +149,7 @@ def main() -> None:
         print(
             f"  {name:<26} {median:7.2f} s  ({min(samples):.2f}-{max(samples):.2f})"
             f"  {args.lines / median:>10,.0f} lines/s  costmeter/this {base / median:5.2f}x"
+            f"  CPU {statistics.median(cpus[name]):6.2f} s"
         )
     if "duckdb" in times:
         ratios = sorted(c / d for c, d in zip(times["costmeter"], times["duckdb"], strict=True))
@@ -139,10 +157,18 @@ def main() -> None:
         target = TARGETS.get(args.lines)
         verdict = "" if target is None else (" PASS" if ratio <= target else " FAIL")
         goal = "" if target is None else f" (target <= {target}x)"
+        cpu_ratio = statistics.median(cpus["costmeter"]) / statistics.median(cpus["duckdb"])
         print(
             f"costmeter / DuckDB: {ratio:.2f}x{goal}{verdict}; "
-            f"per-run pairs {', '.join(f'{r:.2f}' for r in ratios)}"
+            f"per-run pairs {', '.join(f'{r:.2f}' for r in ratios)}; CPU time {cpu_ratio:.2f}x"
         )
+        if "costmeter --engine duckdb" in times:
+            duck = statistics.median(times["costmeter --engine duckdb"])
+            duck_cpu = statistics.median(cpus["costmeter --engine duckdb"])
+            print(
+                f"costmeter --engine duckdb / DuckDB: {duck / statistics.median(times['duckdb']):.2f}x"
+                f"; CPU time {duck_cpu / statistics.median(cpus['duckdb']):.2f}x"
+            )
     tmp.cleanup()
 
 

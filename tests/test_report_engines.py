@@ -5,6 +5,7 @@ one process or a file cut into pieces read in parallel, default or otel key styl
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -20,6 +21,7 @@ import pytest
 import costmeter
 from costmeter import _report
 from costmeter._otel_names import _COSTMETER_KEYS, _OTEL_RENAMES, otel_genai_keys
+from costmeter._record import CallRecord
 
 from .test_cli import NOISE, make_events, render
 
@@ -208,6 +210,22 @@ def test_otel_names_match_the_logging_processor() -> None:
         assert expected == otel_key
 
 
+def test_the_field_table_derives_from_the_record() -> None:
+    """Every field the report reads is a `CallRecord` field, typed as the record types it, and
+    its otel key is the one `otel_genai_keys` writes for a whole record."""
+    record = {f.name: None for f in dataclasses.fields(CallRecord)}
+    record["tags"] = {}
+    renamed = otel_genai_keys(None, "info", {"event": "costmeter.call", **record})
+    kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(CallRecord)}
+
+    assert {name for name, _ in _report.FIELD_KEYS} == _report.REPORT_READS
+    for name, otel_key in _report.FIELD_KEYS:
+        assert name in kinds
+        assert otel_key in renamed
+        assert (name in _report.INT_FIELDS) == kinds[name].startswith("int")
+        assert (name in _report.MONEY_FIELDS) == kinds[name].startswith("number")
+
+
 def test_report_command_does_not_import_the_sdk(mixed_log: Path) -> None:
     """`costmeter report` reads logs without loading openai (or costmeter's clients)."""
     script = textwrap.dedent(
@@ -250,3 +268,22 @@ class TestLazyPackage:
             _ = costmeter.nope  # type: ignore[attr-defined]
         with pytest.raises(AttributeError, match="no attribute '_nope'"):
             _ = costmeter._nope  # type: ignore[attr-defined]
+
+
+def test_parallel_pieces_count_events_once_for_several_groupings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The html page reads several groupings at once; a file read in pieces counts each refusal
+    and event once (the groupings share the counters)."""
+    path = tmp_path / "refusals.jsonl"
+    refusal = '{"event": "costmeter.budget.exceeded", "budget": "daily", "refused": true}'
+    call = '{"event": "costmeter.call", "model": "m", "cost_usd": 1}'
+    path.write_text("\n".join([refusal, call] * 2000) + "\n")
+    monkeypatch.setattr(_report, "_PARALLEL_MIN_BYTES", 0)
+    bys = ["model", "day+model", "budget"]
+
+    reports = _report.build_reports([str(path)], bys, None, None, workers=2, refusals=True)
+
+    assert {"daily": 2000} == dict(reports[0].refusals)
+    assert {"costmeter.budget.exceeded": 2000} == dict(reports[2].other_events)
+    assert 2000 == reports[1].total.calls

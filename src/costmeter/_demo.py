@@ -33,7 +33,6 @@ import json
 import os
 import socket
 import sys
-import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -85,32 +84,27 @@ _HANDBOOK = "You are the support assistant of a small online bookshop. House rul
 
 def register(subparsers: Subparsers) -> None:
     """Add ``costmeter demo`` to the ``costmeter`` command (called by `costmeter.cli`)."""
-    parser = subparsers.add_parser(
+    parser = cli.add_command(
+        subparsers,
         "demo",
-        help="run a metered workload against a local fake OpenAI server (no key, no network)",
-        description=textwrap.fill(
-            "Start a fake OpenAI-compatible server on loopback (real HTTP and SSE, usage with "
-            "cached and reasoning tokens), run a short workload through costmeter's clients "
-            "(sync, cached prefix, async, streaming, Chat, and a call a budget refuses before "
-            "sending), write the JSON-lines log and print its report. No API key, no network; "
-            "your environment variables are neither read for the API nor changed.",
-            width=80,
-        ),
-        epilog=(
-            "examples:\n"
-            "  costmeter demo\n"
-            "  costmeter demo --log /tmp/demo.jsonl\n"
-            "  costmeter report costmeter-demo.jsonl --by tag:step\n"
-            "  OPENAI_API_KEY=sk-... costmeter demo --live     real calls, capped at "
-            f"${LIVE_BUDGET_USD}\n\n"
-            f"The log (default ./{DEFAULT_LOG}) is replaced on each run; a file that is not an\n"
-            "earlier demo log is never overwritten.\n"
-            "exit codes: 0 ok, 1 the demo did not complete (an API error with --live, or the\n"
-            "report disagreed with the budget), 2 usage error (e.g. --live without\n"
-            "OPENAI_API_KEY, --log names a file that is not a demo log), 3 the log cannot be "
-            "written."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a metered workload against a local fake OpenAI server (no key, no network)",
+        "Start a fake OpenAI-compatible server on loopback (real HTTP and SSE, usage with "
+        "cached and reasoning tokens), run a short workload through costmeter's clients "
+        "(sync, cached prefix, async, streaming, Chat, and a call a budget refuses before "
+        "sending), write the JSON-lines log and print its report. No API key, no network; "
+        "your environment variables are neither read for the API nor changed.",
+        "examples:\n"
+        "  costmeter demo\n"
+        "  costmeter demo --log /tmp/demo.jsonl\n"
+        "  costmeter report costmeter-demo.jsonl --by tag:step\n"
+        "  OPENAI_API_KEY=sk-... costmeter demo --live     real calls, capped at "
+        f"${LIVE_BUDGET_USD}\n\n"
+        f"The log (default ./{DEFAULT_LOG}) is replaced on each run; a file that is not an\n"
+        "earlier demo log is never overwritten.\n"
+        "exit codes: 0 ok, 1 the demo did not complete (an API error with --live, or the\n"
+        "report disagreed with the budget), 2 usage error (e.g. --live without\n"
+        "OPENAI_API_KEY, --log names a file that is not a demo log), 3 the log cannot be "
+        "written.",
     )
     parser.add_argument(
         "--log",

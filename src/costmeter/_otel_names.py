@@ -9,23 +9,13 @@ from collections.abc import Mapping
 from structlog.typing import EventDict, WrappedLogger
 
 from costmeter._events import CALL
+from costmeter._record import OTEL_NAMES
 from costmeter._record import schema as record_schema
 
 __all__ = ["otel_genai_keys"]
 
 
-_OTEL_RENAMES = {
-    "input_tokens": "gen_ai.usage.input_tokens",
-    "output_tokens": "gen_ai.usage.output_tokens",
-    "cached_input_tokens": "gen_ai.usage.cache_read.input_tokens",
-    "cache_write_input_tokens": "gen_ai.usage.cache_creation.input_tokens",
-    "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
-    "model": "gen_ai.request.model",
-    "response_model": "gen_ai.response.model",
-    "response_id": "gen_ai.response.id",
-    "service_tier": "openai.response.service_tier",
-    "cost_usd": "gen_ai.usage.cost.amount",
-}
+_OTEL_RENAMES = OTEL_NAMES  # the record's OTel names (`costmeter._record`)
 _OTEL_API_TYPES = {
     "responses": "responses",
     "responses.compact": "responses",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["CallRecord", "markdown_rows", "schema"]
+__all__ = ["OTEL_NAMES", "CallRecord", "kinds", "markdown_rows", "otel_key", "schema"]
 
 
 def _f(doc: str, kind: str, *, when: str | None = None, default: Any = None) -> Any:
@@ -233,3 +233,29 @@ def markdown_rows() -> str:
     """The README's schema table rows (regenerate with
     ``python -c "from costmeter._record import markdown_rows; print(markdown_rows())"``)."""
     return "\n".join(f"| `{key}` | {kind} | {doc} |" for key, kind, doc in schema())
+
+
+#: The OpenTelemetry GenAI names of the fields that have one (`costmeter.otel_genai_keys` writes
+#: them; every other field but ``tags`` becomes ``costmeter.<name>``, see `otel_key`).
+OTEL_NAMES = {
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "cached_input_tokens": "gen_ai.usage.cache_read.input_tokens",
+    "cache_write_input_tokens": "gen_ai.usage.cache_creation.input_tokens",
+    "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
+    "model": "gen_ai.request.model",
+    "response_model": "gen_ai.response.model",
+    "response_id": "gen_ai.response.id",
+    "service_tier": "openai.response.service_tier",
+    "cost_usd": "gen_ai.usage.cost.amount",
+}
+
+
+def otel_key(name: str) -> str:
+    """The key field *name* is logged under with `costmeter.otel_genai_keys`."""
+    return OTEL_NAMES.get(name, "costmeter." + name)
+
+
+def kinds() -> dict[str, str]:
+    """{field: its JSON type as the README's table gives it}, in event order."""
+    return {s.name: s.kind for s in _FIELDS}

@@ -1,8 +1,8 @@
 """
-The fast decoder of `costmeter._report`: msgspec's typed JSON decoding (optional: the ``fast``
+The fast decoder of `costmeter._report_decode`: msgspec's typed JSON decoding (optional: the ``fast``
 extra). It reads only the keys a report needs, skipping the others without building them, and
 checks their types on the way (a line it rejects is read again by the standard-library path, which
-decides what the line is). The struct's attributes are those of `costmeter._report.Fields`.
+decides what the line is). The struct's attributes are those of `costmeter._report_decode.Fields`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 import msgspec
 
-from costmeter._report import (
-    _OTEL_MARK,
+from costmeter._report_decode import (
     FIELD_KEYS,
     INT_FIELDS,
     MONEY_FIELDS,
     OPTIONAL_FIELDS,
+    OTEL_MARK,
     OTEL_TAG_PREFIX,
     Fields,
 )
@@ -64,7 +64,7 @@ def decoder(
     for name, otel_key in FIELD_KEYS:
         kind = _type_of(name)
         fields.append((name, kind, msgspec.field(name=key(name), default=None)))
-        if otel_key == _OTEL_MARK:  # its presence, even as null, marks the otel style
+        if otel_key == OTEL_MARK:  # its presence, even as null, marks the otel style
             fields.append(
                 (
                     "otel_" + name,

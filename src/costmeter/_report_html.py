@@ -18,25 +18,22 @@ import argparse
 import html
 import io
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from costmeter._money import money_math
-from costmeter._report import (
-    _COLUMNS,
-    DAY_MODEL,
-    Report,
-    UsageError,
-    _cell,
-    _sorted_groups,
-    _Totals,
-    _values,
-    build_report,
-    build_reports,
+from costmeter._report import DAY_MODEL, Report, UsageError, build_report, build_reports
+from costmeter._report_output import (
+    COLUMNS,
+    cell,
+    column_values,
+    sorted_groups,
     write_csv,
     write_json,
     write_table,
 )
+from costmeter._report_totals import Totals
 
 __all__ = ["render_html", "write_report"]
 
@@ -64,7 +61,9 @@ def write_report(args: argparse.Namespace) -> Report:
     """
     if args.format == "html":
         bys = list(dict.fromkeys([args.by, DAY_MODEL, "model", _breakdown(args.by)]))
-        reports = build_reports(args.files, bys, args.since, args.until, refusals=True)
+        reports = build_reports(
+            args.files, bys, args.since, args.until, refusals=True, engine=_engine_of(args)
+        )
         report = reports[0]
         by_key = dict(zip(bys, reports, strict=True))
         text = render_html(
@@ -75,7 +74,7 @@ def write_report(args: argparse.Namespace) -> Report:
             sources=args.files,
         )
     else:
-        report = build_report(args.files, args.by, args.since, args.until)
+        report = build_report(args.files, args.by, args.since, args.until, engine=_engine_of(args))
         buffer = io.StringIO()
         {"table": write_table, "json": write_json, "csv": write_csv}[args.format](report, buffer)
         text = buffer.getvalue()
@@ -89,6 +88,23 @@ def write_report(args: argparse.Namespace) -> Report:
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     return report
+
+
+def _per_group(
+    report: Report, value: Callable[[Totals], Decimal | float | int | None]
+) -> list[tuple[str, Decimal | float | int | None]]:
+    """(group, *value* of its totals) for each group, in the report's order."""
+    return [(key, value(totals)) for key, totals in sorted_groups(report)]
+
+
+def _by_count(counts: Counter[str]) -> list[tuple[str, Decimal | float | int | None]]:
+    """Most first, ties by name: the same page whichever engine, in whatever order, read them."""
+    return [(key, n) for key, n in sorted(counts.items(), key=lambda kn: (-kn[1], kn[0]))]
+
+
+def _engine_of(args: argparse.Namespace) -> str:
+    engine = getattr(args, "engine", "auto")
+    return engine if isinstance(engine, str) else "auto"
 
 
 def _breakdown(by: str) -> str:
@@ -113,9 +129,9 @@ def render_html(
     tiles = [
         ("total cost", f"${total.cost_usd:,.6f}"),
         ("calls", f"{total.calls:,}"),
-        ("cache hit rate", _cell("ratio", total.cache_hit_rate)),
+        ("cache hit rate", cell("ratio", total.cache_hit_rate)),
         ("saved by caching", f"${total.saved_usd:,.6f}"),
-        ("estimate error (median)", _cell("pct", total.error_median_pct)),
+        ("estimate error (median)", cell("pct", total.error_median_pct)),
         ("refused by budgets", f"{refused:,}"),
     ]
     sections = [
@@ -124,45 +140,50 @@ def render_html(
             "UTC days; each bar stacks the models' exact cost.",
             _stacked_days(by_day_model),
         ),
-        _section(
-            f"Cost by {breakdown.by}",
-            "Exact sums of cost_usd.",
-            _bars(
-                "cost-by",
-                [(k, t.cost_usd) for k, t in _sorted_groups(breakdown)],
-                money=True,
-            ),
-        ),
-        _section(
-            "Cache hit rate by model",
-            "Cached input tokens / input tokens.",
-            _bars(
-                "cache-hit",
-                [(k, t.cache_hit_rate) for k, t in _sorted_groups(by_model)],
-                percent=True,
-            ),
-        ),
-        _section(
-            "Saved by caching, by model",
-            "What the cached input tokens would have cost at the uncached rate, at today's prices.",
-            _bars(
-                "cache-saved", [(k, t.saved_usd) for k, t in _sorted_groups(by_model)], money=True
-            ),
-        ),
-        _section(
-            "Input-estimate accuracy by model",
-            "Median |estimated - reported| input tokens, in % of the reported count "
-            "(calls with reported usage).",
-            _bars(
-                "estimate-error",
-                [(k, _pct(t.error_median_pct)) for k, t in _sorted_groups(by_model)],
-                suffix="%",
-            ),
+        *(
+            _section(title, note, _bars(chart, _per_group(grouped, value), **style))
+            for title, note, chart, grouped, value, style in (
+                (
+                    f"Cost by {breakdown.by}",
+                    "Exact sums of cost_usd.",
+                    "cost-by",
+                    breakdown,
+                    lambda t: t.cost_usd,
+                    {"money": True},
+                ),
+                (
+                    "Cache hit rate by model",
+                    "Cached input tokens / input tokens.",
+                    "cache-hit",
+                    by_model,
+                    lambda t: t.cache_hit_rate,
+                    {"percent": True},
+                ),
+                (
+                    "Saved by caching, by model",
+                    "What the cached input tokens would have cost at "
+                    "the uncached rate, at today's prices.",
+                    "cache-saved",
+                    by_model,
+                    lambda t: t.saved_usd,
+                    {"money": True},
+                ),
+                (
+                    "Input-estimate accuracy by model",
+                    "Median |estimated - reported| input "
+                    "tokens, in % of the reported count (calls with reported usage).",
+                    "estimate-error",
+                    by_model,
+                    lambda t: _pct(t.error_median_pct),
+                    {"suffix": "%"},
+                ),
+            )
         ),
         _section(
             "Calls refused by budgets",
             "costmeter.budget.exceeded events with refused=true, per budget: never sent, never billed.",
-            _bars("refusals", [(k, n) for k, n in report.refusals.most_common()])
+            # ties by name: the same page whichever engine, and in whatever order, read the lines
+            _bars("refusals", _by_count(report.refusals))
             if report.refusals
             else '<p class="none">No call was refused.</p>',
         ),
@@ -328,14 +349,14 @@ def _stacked_days(by_day_model: Report) -> str:
 
 def _table(report: Report) -> str:
     label = "model" if report.by == "model" else report.by
-    header = [label if report.by != "none" else "", *(h for _c, h, _k in _COLUMNS)]
-    rows: list[tuple[str, _Totals]] = [*_sorted_groups(report), ("TOTAL", report.total)]
+    header = [label if report.by != "none" else "", *(h for _c, h, _k in COLUMNS)]
+    rows: list[tuple[str, Totals]] = [*sorted_groups(report), ("TOTAL", report.total)]
     body = []
     for key, totals in rows:
-        values = _values(totals)
+        values = column_values(totals)
         cells = "".join(
-            f'<td data-col="{col}">{html.escape(_cell(kind, values[col]))}</td>'
-            for col, _h, kind in _COLUMNS
+            f'<td data-col="{col}">{html.escape(cell(kind, values[col]))}</td>'
+            for col, _h, kind in COLUMNS
         )
         css = ' class="total"' if key == "TOTAL" else ""
         body.append(f"<tr{css}><th>{html.escape(key)}</th>{cells}</tr>")

@@ -151,6 +151,14 @@ def _count(obj: Any, key: str) -> int:
     return 0 if value is None else value
 
 
+#: (input total, its details, output total, its details): the Responses shape, then the Chat
+#: Completions / Embeddings one; the details carry the same keys in both.
+_USAGE_SHAPES = (
+    ("input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details"),
+    ("prompt_tokens", "prompt_tokens_details", "completion_tokens", "completion_tokens_details"),
+)
+
+
 def usage_from(usage: object, *, web_search_calls: int = 0) -> Usage:
     """
     Normalise a Responses ``ResponseUsage``, a Chat/Embeddings ``CompletionUsage``, or a plain
@@ -161,27 +169,16 @@ def usage_from(usage: object, *, web_search_calls: int = 0) -> Usage:
     """
     if isinstance(usage, Usage):
         return usage
-    if field_of(usage, "input_tokens") is not None:  # Responses shape
-        in_details = field_of(usage, "input_tokens_details")
-        out_details = field_of(usage, "output_tokens_details")
+    for total_in, in_key, total_out, out_key in _USAGE_SHAPES:
+        if field_of(usage, total_in) is None:
+            continue
+        in_details = field_of(usage, in_key)
+        out_details = field_of(usage, out_key)
         return Usage(
-            input_tokens=_count(usage, "input_tokens"),
+            input_tokens=_count(usage, total_in),
             cached_input_tokens=_count(in_details, "cached_tokens"),
             cache_write_input_tokens=_count(in_details, "cache_write_tokens"),
-            output_tokens=_count(usage, "output_tokens"),
-            reasoning_tokens=_count(out_details, "reasoning_tokens"),
-            web_search_calls=web_search_calls,
-            audio_input_tokens=_count(in_details, "audio_tokens"),
-            audio_output_tokens=_count(out_details, "audio_tokens"),
-        )
-    if field_of(usage, "prompt_tokens") is not None:  # Chat Completions / Embeddings shape
-        in_details = field_of(usage, "prompt_tokens_details")
-        out_details = field_of(usage, "completion_tokens_details")
-        return Usage(
-            input_tokens=_count(usage, "prompt_tokens"),
-            cached_input_tokens=_count(in_details, "cached_tokens"),
-            cache_write_input_tokens=_count(in_details, "cache_write_tokens"),
-            output_tokens=_count(usage, "completion_tokens"),
+            output_tokens=_count(usage, total_out),
             reasoning_tokens=_count(out_details, "reasoning_tokens"),
             web_search_calls=web_search_calls,
             audio_input_tokens=_count(in_details, "audio_tokens"),

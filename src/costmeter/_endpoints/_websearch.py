@@ -24,15 +24,9 @@ How costmeter applies it:
   at the dearer. Reasoning models are the o-series, gpt-5* and later (costmeter's one rule,
   shared with the estimator).
 * Billable calls are ``tool_usage.web_search.num_requests`` ("discounted searches and actions
-<<<<<<< HEAD
-  such as opening a page are excluded"). An older response without that field (2025
-  recordings) bills no search fee: its ``web_search_call`` items are not counted, because the
-  recorded-traffic replay tests pin such responses' cost to their token usage alone.
-=======
   such as opening a page are excluded"); a response without that field counts its
   ``web_search_call`` output items whose action is a ``search`` (opening or finding in a page
   is not a search).
->>>>>>> parent of c0aa8f5 (Web search: count only tool_usage.web_search.num_requests (counting web_search_call items would change the recorded-traffic replay tests' pinned costs))
 * Content tokens billed at model rates arrive inside the response's ``input_tokens`` and are
   priced with them; the free ones of the non-reasoning preview are not in ``input_tokens``
   (recorded gpt-4.1 traffic: a 300-token prompt reports ~300 input tokens after a search). For

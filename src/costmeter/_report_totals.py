@@ -1,0 +1,167 @@
+"""
+The running totals of one report group (`Totals`: calls, tokens, exact cost, cache savings,
+estimate accuracy) and today's cache discounts (`Prices`), which the savings are priced at.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from costmeter._money import money_math
+from costmeter._report_decode import Fields
+
+__all__ = ["Prices", "Totals"]
+
+_ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
+
+
+@dataclass(slots=True)
+class Totals:
+    calls: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    unpriced_calls: int = 0
+    estimated_usage_calls: int = 0
+    saved_unknown_calls: int = 0
+    # Cached tokens per (input rate - cached rate): the savings are sum(tokens * gap) / 1M, the
+    # exact sum of the per-call savings, computed once at the end instead of per call.
+    saved_tokens: dict[Decimal, int] = field(default_factory=dict)
+    accuracy_calls: int = 0
+    accuracy_sum: float = 0.0
+    # |error| in percent, bucketed to 0.01 pp below 100 % (1 pp above): bounded memory.
+    accuracy_hist: Counter[float] = field(default_factory=Counter)
+
+    def add(self, row: Fields, prices: Prices) -> None:
+        """Count one call (inside `money_math`)."""
+        self.calls += 1
+        input_tokens = row.input_tokens or 0
+        cached = row.cached_input_tokens or 0
+        self.input_tokens += input_tokens
+        self.cached_input_tokens += cached
+        self.cache_write_input_tokens += row.cache_write_input_tokens or 0
+        self.output_tokens += row.output_tokens or 0
+        self.reasoning_tokens += row.reasoning_tokens or 0
+        cost = row.cost_usd
+        if cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += cost
+        source = row.usage_source
+        if source == "estimated":
+            self.estimated_usage_calls += 1
+        if cached:  # an unpriced call (cost null) has no savings either: its price was unknown
+            gap = None if cost is None else prices.cache_gap(row, input_tokens)
+            if gap is None:
+                self.saved_unknown_calls += 1
+            else:
+                self.saved_tokens[gap] = self.saved_tokens.get(gap, 0) + cached
+        estimated = row.estimated_input_tokens
+        if source == "reported" and input_tokens > 0 and estimated is not None:
+            error = abs(estimated - input_tokens) * 100.0 / input_tokens
+            self.accuracy_calls += 1
+            self.accuracy_sum += error
+            self.accuracy_hist[round(error, 2) if error < 100 else float(round(error))] += 1
+
+    def merge(self, other: Totals) -> None:
+        """Add *other*'s counts to these (inside `money_math`)."""
+        for name in (
+            "calls",
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_input_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "unpriced_calls",
+            "estimated_usage_calls",
+            "saved_unknown_calls",
+            "accuracy_calls",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost_usd += other.cost_usd
+        for gap, tokens in other.saved_tokens.items():
+            self.saved_tokens[gap] = self.saved_tokens.get(gap, 0) + tokens
+        self.accuracy_sum += other.accuracy_sum
+        self.accuracy_hist.update(other.accuracy_hist)
+
+    @property
+    def saved_usd(self) -> Decimal:
+        """Money saved by cached input, at today's prices (exact)."""
+        with money_math():
+            return (
+                sum((gap * tokens for gap, tokens in sorted(self.saved_tokens.items())), _ZERO)
+                / _MILLION
+            )
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        return self.cached_input_tokens / self.input_tokens if self.input_tokens else None
+
+    @property
+    def error_mean_pct(self) -> float | None:
+        return self.accuracy_sum / self.accuracy_calls if self.accuracy_calls else None
+
+    @property
+    def error_median_pct(self) -> float | None:
+        n = self.accuracy_calls
+        if not n:
+            return None
+        wanted = [(n - 1) // 2, n // 2]  # 0-based ranks of the middle value(s)
+        found: list[float] = []
+        seen = 0
+        for value in sorted(self.accuracy_hist):
+            seen += self.accuracy_hist[value]
+            while wanted and wanted[0] < seen:
+                found.append(value)
+                wanted.pop(0)
+            if not wanted:
+                break
+        return sum(found) / len(found)
+
+
+class Prices:
+    """Today's cache discount per model and tier, from `price_of`, looked up once per model."""
+
+    def __init__(self) -> None:
+        # (priced_as, response_model, model, tier) -> (gap, long-context threshold, its gap)
+        self._gaps: dict[tuple[Any, Any, Any, Any], tuple[Decimal, int | None, Decimal] | None]
+        self._gaps = {}
+
+    def cache_gap(self, row: Fields, input_tokens: int) -> Decimal | None:
+        """Input rate minus cached-input rate (USD per 1M tokens), or ``None`` when unpriced."""
+        key = (row.priced_as, row.response_model, row.model, row.service_tier)
+        try:
+            entry = self._gaps[key]
+        except KeyError:
+            entry = self._gaps[key] = self._lookup(*key)
+        if entry is None:
+            return None
+        gap, threshold, long_gap = entry
+        return long_gap if threshold is not None and input_tokens > threshold else gap
+
+    @staticmethod
+    def _lookup(
+        priced_as: Any, response_model: Any, model: Any, tier: Any
+    ) -> tuple[Decimal, int | None, Decimal] | None:
+        name = priced_as or response_model or model
+        if not isinstance(name, str) or not name:
+            return None
+        from costmeter._errors import CostmeterError  # noqa: PLC0415
+        from costmeter._pricing import price_of  # noqa: PLC0415
+
+        try:
+            price = price_of(name, service_tier=tier if isinstance(tier, str) else None)
+        except CostmeterError:
+            return None
+        gap = price.input_per_mtok - price.cached_input_per_mtok
+        long = price.long_context
+        if long is None or price.long_context_threshold is None:
+            return gap, None, gap
+        return gap, price.long_context_threshold, long.input_per_mtok - long.cached_input_per_mtok
