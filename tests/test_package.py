@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pkgutil
+from pathlib import Path
 
 import costmeter
 
@@ -74,3 +75,23 @@ def test_public_classes_show_the_public_module() -> None:
     classes = [getattr(costmeter, n) for n in PUBLIC if isinstance(getattr(costmeter, n), type)]
 
     assert [] == [c.__qualname__ for c in classes if c.__module__ != "costmeter"]
+
+
+def test_no_merge_conflict_markers_in_the_project() -> None:
+    """A resolved merge or revert leaves no ``<<<<<<<``/``>>>>>>>`` lines (docs, code, data)."""
+    root = Path(__file__).parent.parent
+    markers = ("<" * 7 + " ", ">" * 7 + " ")
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for top in ("src", "tests", "bench", "examples", ".ci")
+        for path in sorted((root / top).rglob("*"))
+        if path.is_file() and path.suffix in {"", ".py", ".md", ".toml", ".txt", ".json", ".sh"}
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if line.startswith(markers)
+    ] + [
+        f"{name}:{number}"
+        for name in ("README.md", "CHANGELOG.md", "pyproject.toml")
+        for number, line in enumerate((root / name).read_text().splitlines(), 1)
+        if line.startswith(markers)
+    ]
+    assert [] == found

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from costmeter._otel_names import otel_genai_keys
 
 from costmeter import _report, _report_duckdb
+from costmeter._otel_names import otel_genai_keys
 from costmeter.cli import main
 
 from .test_cli import NOISE, make_events, render
