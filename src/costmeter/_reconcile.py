@@ -47,7 +47,7 @@ from costmeter._reconcile_bill import (
 )
 from costmeter._reconcile_compare import Reconciliation, Row, _money, compare
 from costmeter._report import UsageError
-from costmeter.cli import add_command
+from costmeter.cli._common import add_command
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

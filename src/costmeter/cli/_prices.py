@@ -12,17 +12,17 @@ import sys
 from typing import IO, TYPE_CHECKING, Any
 
 from costmeter._report import Unreadable, UsageError
-from costmeter.cli import (
+from costmeter.cli._common import (
     EXIT_OK,
     EXIT_UNKNOWN_MODEL,
     EXIT_USAGE,
-    _say,
     add_command,
+    say,
 )
 
 if TYPE_CHECKING:
     from costmeter._pricing import ModelPrice
-    from costmeter.cli import Subparsers
+    from costmeter.cli._common import Subparsers
 
 __all__ = ["add_estimate", "add_price"]
 
@@ -96,7 +96,7 @@ def _cmd_price(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     other = _other_rates(args.model)
     if price is None and not other:
-        _say(unknown)
+        say(unknown)
         return EXIT_UNKNOWN_MODEL
     tools = {}
     if price is not None:
@@ -184,7 +184,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     try:  # imported here: the other commands must work without it
         estimate: Any = importlib.import_module("costmeter._estimate").estimate
     except (ImportError, AttributeError):
-        _say("estimate is not available in this version of costmeter")
+        say("estimate is not available in this version of costmeter")
         return EXIT_USAGE
     body = _read_body(args.request)
     body_model = body.pop("model", None)
@@ -194,7 +194,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     try:
         result = estimate(model=model, **body)
     except UnknownModelError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_UNKNOWN_MODEL
     except (ConfigurationError, TypeError) as exc:
         raise UsageError(f"cannot estimate this request: {exc}") from None

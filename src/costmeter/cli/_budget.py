@@ -14,17 +14,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from costmeter._report import UsageError
-from costmeter.cli import (
+from costmeter.cli._common import (
     EXIT_NO_EVENTS,
     EXIT_OK,
     EXIT_USAGE,
     LedgerDown,
-    _say,
     add_command,
+    say,
 )
 
 if TYPE_CHECKING:
-    from costmeter.cli import Subparsers
+    from costmeter.cli._common import Subparsers
 
 __all__ = ["add_budget"]
 
@@ -64,7 +64,7 @@ def _missing_file_is_nothing_recorded(
         try:
             return handler(args)
         except _NoLedgerFile as exc:
-            _say(str(exc))
+            say(str(exc))
             return EXIT_NO_EVENTS
 
     return run
@@ -128,7 +128,7 @@ def _cmd_budget_show(args: argparse.Namespace) -> int:
         raise LedgerDown(str(exc)) from None
     shown = args.name if args.key is None else f"{args.name} key {args.key!r}"
     if not found:
-        _say(f"nothing recorded for budget {shown} in {redact(args.ledger)}")
+        say(f"nothing recorded for budget {shown} in {redact(args.ledger)}")
         return EXIT_NO_EVENTS
     if args.format == "json":
         doc = {"budget": args.name, "key": args.key, "windows": found}

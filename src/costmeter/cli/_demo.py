@@ -38,7 +38,9 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from costmeter import _report, cli
+from costmeter import _report
+from costmeter.cli import _common as cli
+from costmeter.cli._report import report_notes
 
 if TYPE_CHECKING:
     import httpx2
@@ -125,7 +127,7 @@ def register(subparsers: Subparsers) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.live and not os.environ.get("OPENAI_API_KEY", "").strip():
-        cli._say(
+        cli.say(
             "error: --live needs OPENAI_API_KEY set (it makes real, billed calls); "
             "run `costmeter demo` without --live for the offline demo"
         )
@@ -146,7 +148,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         sink = costmeter.log_to(path)
     except OSError as exc:
-        cli._say(f"error: cannot write {path}: {exc.strerror or exc}")
+        cli.say(f"error: cannot write {path}: {exc.strerror or exc}")
         return cli.EXIT_UNREADABLE
     run = _Run()
     run.sink, run.log_path = sink, path
@@ -177,7 +179,7 @@ def _start_log(path: str) -> bool:
         with open(path, "w", encoding="utf-8"):
             pass
     except OSError as exc:
-        cli._say(f"error: cannot write {path}: {exc.strerror or exc}")
+        cli.say(f"error: cannot write {path}: {exc.strerror or exc}")
         return False
     return True
 
@@ -293,7 +295,7 @@ def _offline(run: _Run) -> bool:
             server = stack.enter_context(FakeOpenAI())
             _check_loopback(server.url)
         except OSError as exc:
-            cli._say(
+            cli.say(
                 "error: the offline demo needs the loopback network (127.0.0.1) for its local "
                 f"fake server, and it is not available here: {exc.strerror or exc}"
             )
@@ -320,7 +322,7 @@ def _offline(run: _Run) -> bool:
             run.reconciled = reconcile_demo(server, run.log_path)
         leftover = server.errors
     if leftover:  # a bug in the fake; say so rather than print a misleading report
-        cli._say(f"the fake server failed: {leftover[0]!r}")
+        cli.say(f"the fake server failed: {leftover[0]!r}")
         return False
     return True
 
@@ -492,7 +494,7 @@ def _live(run: _Run) -> bool:
                 run.show_new_calls()
                 _refusal(client, LIVE_MODEL)
     except openai.APIError as exc:
-        cli._say(f"error: the API call failed: {exc}")
+        cli.say(f"error: the API call failed: {exc}")
         run.show_new_calls()
         return False
     return True
@@ -504,7 +506,7 @@ def _live(run: _Run) -> bool:
 def _finish(run: _Run, path: str) -> int:
     """Print the report for the log, exactly as ``costmeter report`` would, and check it."""
     for problem in run.problems:
-        cli._say(f"{problem.get('event')}: {_brief(problem)}")
+        cli.say(f"{problem.get('event')}: {_brief(problem)}")
     print(
         f"\nlog: {path} ({len(run.calls)} calls, "
         f"{sum(1 for r in run.refusals if r.get('refused'))} refused before sending)"
@@ -513,13 +515,13 @@ def _finish(run: _Run, path: str) -> int:
     report = _report.build_report([path], "model", None, None)
     _report.write_table(report, sys.stdout)
     sys.stdout.flush()
-    cli._report_notes(report)
+    report_notes(report)
 
     spent = run.budget.spent_usd if run.budget is not None else Decimal(0)
     logged = sum((Decimal(repr(e["cost_usd"])) for e in run.calls if e.get("cost_usd")), Decimal(0))
     total = report.total.cost_usd
     if not (total == spent == logged):
-        cli._say(
+        cli.say(
             f"self-check failed: report total ${total}, budget charged ${spent}, "
             f"events sum ${logged}"
         )
@@ -533,7 +535,7 @@ def _finish(run: _Run, path: str) -> int:
         print(f"\n$ costmeter reconcile {path} --since today (against the fake server's bill)")
         print(table, end="")
         if not matched:
-            cli._say("self-check failed: the log does not reconcile with the fake server's bill")
+            cli.say("self-check failed: the log does not reconcile with the fake server's bill")
             return EXIT_DEMO_FAILED
     if not any((e.get("tags") or {}).get("demo") == "live" for e in run.calls):
         print(
