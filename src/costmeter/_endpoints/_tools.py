@@ -114,6 +114,13 @@ def with_tool_usage(seen: Observation) -> None:
 
 def tool_fees(usage: Usage, body: Mapping[str, Any]) -> Decimal:
     """The hosted-tool fees of *usage* beyond web search (which the model's price carries)."""
+    if not (
+        usage.file_search_calls
+        or usage.container_sessions
+        or usage.image_gen_input_tokens
+        or usage.image_gen_output_tokens
+    ):
+        return ZERO
     with money_math():
         fees = usage.file_search_calls * FILE_SEARCH_PER_CALL
         fees += usage.container_sessions * _container_rate(body)

@@ -54,7 +54,8 @@ class Responses(TextEndpoint):
 
     def price(self, model: str, usage: Usage, request: Request, service_tier: str | None) -> Cost:
         searches = usage.web_search_calls  # priced here, by tool variant, not at one model rate
-        cost = super().price(model, replace(usage, web_search_calls=0), request, service_tier)
+        unsearched = replace(usage, web_search_calls=0) if searches else usage
+        cost = super().price(model, unsearched, request, service_tier)
         fees = tool_fees(usage, request.body)
         if searches:
             rates = price_of(model, service_tier=service_tier)
