@@ -24,7 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from costmeter._estimate import _count, count_request_input, estimate  # noqa: E402
+from costmeter._estimate import estimate  # noqa: E402
+from costmeter._input_count import _count, count_request_input  # noqa: E402
 from costmeter._tokenizer import encoding_for  # noqa: E402
 
 TRAFFIC = ROOT / "tests" / "fixtures" / "traffic"

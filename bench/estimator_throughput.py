@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import Text
 
 import costmeter
-from costmeter._estimate import count_request_input
+from costmeter._input_count import count_request_input
 from costmeter._tokenizer import encoding_for
 
 MODEL = "gpt-5-mini"

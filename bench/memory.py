@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import Text
 
 import costmeter
-from costmeter import _estimate, _meter
+from costmeter import _input_count, _meter
 from costmeter.testing import FakeOpenAI
 
 TARGET_MB = 5.0
@@ -179,7 +179,7 @@ def main() -> int:
         f"target <= {TARGET_MB:.0f} MB   {'PASS' if ok else 'FAIL'}   "
         f"({elapsed:.0f} s, {elapsed / (points[-1][0] + 200) * 1e3:.2f} ms/call)"
     )
-    memo = _estimate._count.cache_info()
+    memo = _input_count._count.cache_info()
     registry = _meter.registry
     print(
         f"  bounded state: token memo {memo.currsize:,}/{memo.maxsize:,} entries, "

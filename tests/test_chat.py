@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 import costmeter
 from costmeter import cost_of
-from costmeter._estimate import count_request_input, output_tokens_of
+from costmeter._input_count import count_request_input, output_tokens_of
 from costmeter.testing import FakeOpenAI
 
 from .conftest import TRAFFIC

@@ -19,15 +19,10 @@ from pydantic import BaseModel
 import costmeter
 from costmeter import ConfigurationError, count_tokens
 from costmeter import _estimate as estimate_module
-from costmeter._estimate import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
-    Estimate,
-    count_request_input,
-    estimate,
-    output_tokens_of,
-    register_estimator,
-)
+from costmeter import _input_count as input_count_module
+from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate, register_estimator
 from costmeter._images import image_size
+from costmeter._input_count import count_request_input, output_tokens_of
 from costmeter._pricing import PRICES_FILE_ENV
 from costmeter._tokenizer import encoding_for
 from costmeter.testing import FakeOpenAI
@@ -568,8 +563,8 @@ class TestMemo:
                 encoded.append(text)
                 return real.encode_ordinary(text)
 
-        monkeypatch.setitem(estimate_module._ENCODINGS, "o200k_base", Spy())
-        estimate_module._count.cache_clear()
+        monkeypatch.setitem(input_count_module._ENCODINGS, "o200k_base", Spy())
+        input_count_module._count.cache_clear()
         history = [
             {"role": "user", "content": f"message number {i} with its own text"} for i in range(10)
         ]
@@ -583,11 +578,11 @@ class TestMemo:
         )
 
         assert encoded == ["the new one"]
-        estimate_module._count.cache_clear()
+        input_count_module._count.cache_clear()
 
     def test_memo_is_bounded(self) -> None:
         """The memo is an LRU with a fixed size, so long-running processes do not grow."""
-        assert estimate_module._count.cache_info().maxsize == 8192
+        assert input_count_module._count.cache_info().maxsize == 8192
 
 
 class TestOutputTokens:

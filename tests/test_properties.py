@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import costmeter
 from costmeter import ModelPrice, Usage
-from costmeter._estimate import worst_case_usd
+from costmeter._worst_case import worst_case_usd
 
 # Standard, discounted and premium tiers; flat prices and long-context cliffs (gpt-5.4/5.6 above
 # 272k input tokens); a cache-write surcharge (gpt-5.6); no cached discount (embeddings).

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import costmeter
 from costmeter import ModelPrice, UnknownModelError, Usage, cost_of, price_of
-from costmeter._estimate import input_margin, output_bound, reserve_usd, served_tiers
 from costmeter._pricing import UnpricedTokensError
+from costmeter._worst_case import input_margin, output_bound, reserve_usd, served_tiers
 
 MILLION = 10**6
 HI = [{"role": "user", "content": "hi"}]  # 3 + 1 ("user") + 1 ("hi") + 3 priming = 8 tokens

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         UnknownModelError,
         UnpricedRequestError,
     )
-    from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS, Estimate, estimate
+    from costmeter._estimate import Estimate, estimate
     from costmeter._instrument import instrument
     from costmeter._meter import set_strict
     from costmeter._metrics import enable_metrics
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from costmeter._tags import tags
     from costmeter._tokenizer import count_tokens
     from costmeter._usage import Usage, UsageError
+    from costmeter._worst_case import DEFAULT_MAX_OUTPUT_TOKENS
 
 __version__ = "0.1.0"
 
@@ -65,7 +66,7 @@ _LAZY: dict[str, str] = {
     "ConfigurationError": "_errors",
     "Cost": "_pricing",
     "CostmeterError": "_errors",
-    "DEFAULT_MAX_OUTPUT_TOKENS": "_estimate",
+    "DEFAULT_MAX_OUTPUT_TOKENS": "_worst_case",
     "Estimate": "_estimate",
     "LedgerError": "_errors",
     "LogSink": "_sinks",

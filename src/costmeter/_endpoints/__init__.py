@@ -162,7 +162,7 @@ class Endpoint:
         The usage to bill when a response arrived but reported none: input as estimated, output
         counted from the text received (flagged ``usage_source: "estimated"``).
         """
-        from costmeter._estimate import output_tokens_of  # noqa: PLC0415  (tokenizer: lazy)
+        from costmeter._input_count import output_tokens_of  # noqa: PLC0415  (tokenizer: lazy)
 
         model = seen.response_model or request.model or ""
         texts = seen.deltas or [seen.final_text() or ""]

@@ -42,10 +42,8 @@ class TextEndpoint(Endpoint):
     """A token-priced endpoint whose usage comes in the Responses or Chat shape."""
 
     def estimate(self, request: Request) -> Reserve:
-        from costmeter._estimate import (  # noqa: PLC0415  (tokenizer loads on first call only)
-            count_request_input,
-            reserve_usd,
-        )
+        from costmeter._input_count import count_request_input  # noqa: PLC0415  (lazy tokenizer)
+        from costmeter._worst_case import reserve_usd  # noqa: PLC0415
 
         model = request.model or ""
         reasons: tuple[str, ...] = ()

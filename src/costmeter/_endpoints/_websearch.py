@@ -82,7 +82,7 @@ class WebSearchRate:
 
 
 def _is_reasoning(model: str) -> bool:
-    from costmeter._estimate import _is_reasoning as rule  # noqa: PLC0415  (tokenizer: lazy)
+    from costmeter._input_count import is_reasoning as rule  # noqa: PLC0415  (tokenizer: lazy)
 
     return rule(model)
 

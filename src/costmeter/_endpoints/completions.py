@@ -93,7 +93,7 @@ class CompletionsEndpoint(Endpoint):
     paths = (("post", r"/completions"),)
 
     def estimate(self, request: Request) -> Reserve:
-        from costmeter._estimate import worst_case_usd  # noqa: PLC0415  (tokenizer: lazy)
+        from costmeter._worst_case import worst_case_usd  # noqa: PLC0415  (tokenizer: lazy)
 
         model = request.model or ""
         reasons = () if request.model else ("no_model",)
@@ -128,7 +128,7 @@ class CompletionsEndpoint(Endpoint):
         Output counted from the text received (the streamed chunks, else the final response),
         less the echoed prompt in front of each returned choice when ``echo`` was set.
         """
-        from costmeter._estimate import output_tokens_of  # noqa: PLC0415  (tokenizer: lazy)
+        from costmeter._input_count import output_tokens_of  # noqa: PLC0415  (tokenizer: lazy)
 
         model = seen.response_model or request.model or ""
         texts = seen.deltas if request.stream else [seen.final_text() or ""]

@@ -59,12 +59,12 @@ from costmeter._endpoints._common import count, parts_cost
 from costmeter._endpoints.audio import TranscriptionEndpoint
 from costmeter._endpoints.responses import Responses
 from costmeter._errors import UnknownModelError
-from costmeter._estimate import DEFAULT_MAX_OUTPUT_TOKENS
 from costmeter._money import ZERO, money_math
 from costmeter._observe import Observation, field_of
 from costmeter._pricing import Cost, UnpricedTokensError
 from costmeter._rates import UnitRates, unit_rates
 from costmeter._usage import Usage
+from costmeter._worst_case import DEFAULT_MAX_OUTPUT_TOKENS
 
 __all__ = [
     "AUDIO_TOKENS_PER_SECOND",
