@@ -906,3 +906,26 @@ def test_an_objects_charge_is_remembered_in_the_ledger_for_a_day(persistent_url:
         PER_CALL
     )
     assert (False, 2 * PER_CALL) == (forgotten.duplicate, b.spent_usd)
+
+
+async def test_an_async_poll_settles_another_process_hold(
+    server: FakeOpenAI, persistent_url: str, tmp_path: Path
+) -> None:
+    """The same across processes with an async client polling: the creator's hold is settled
+    (its ledger I/O off the event loop), one event, the actual cost once."""
+    web = _process(server, persistent_url, tmp_path / "web.jsonl", "create")
+    assert web.stdout is not None
+    response_id = web.stdout.readline().strip()
+    _finish(web, "exit\n")
+    shared = costmeter.budget("1", name="shared", ledger=persistent_url)
+    assert shared.reserved_usd > PER_CALL  # the creator's hold, left in the ledger
+
+    client = costmeter.AsyncOpenAI(api_key="k", base_url=server.base_url, max_retries=0)
+    with capture_logs() as logs, shared:
+        while (await client.responses.retrieve(response_id)).status != "completed":
+            pass
+        await client.responses.retrieve(response_id)  # polled again: nothing more
+    await client.close()
+    [event] = [e for e in logs if e["event"] == "costmeter.call"]
+    assert (response_id, PER_CALL) == (event["response_id"], Decimal(str(event["cost_usd"])))
+    assert (PER_CALL, Decimal(0), 1) == (shared.spent_usd, shared.reserved_usd, shared.calls)
