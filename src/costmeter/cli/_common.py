@@ -14,21 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_LEDGER_UNAVAILABLE",
-    "EXIT_NO_EVENTS",
-    "EXIT_OK",
-    "EXIT_PIPE_CLOSED",
-    "EXIT_UNKNOWN_MODEL",
-    "EXIT_UNREADABLE",
-    "EXIT_USAGE",
-    "PROG",
-    "LedgerDown",
-    "add_command",
-    "parse_when",
-    "say",
-]
+# The EXIT_* codes are public as `costmeter.cli`'s.
+__all__ = ["PROG", "LedgerDown", "add_command", "parse_when", "say"]
 
 EXIT_OK = 0
 EXIT_NO_EVENTS = 1
