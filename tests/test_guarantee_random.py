@@ -1,8 +1,9 @@
 """
 The budget guarantee as a property (issue 12): hypothesis draws a workload — models, APIs, ``n``,
-output bounds, streams, served tiers, usage the server reports (or loses), gzip, responses lost
-past the client's timeout, resets, cut streams — and runs it from several threads under one
-shared budget on each kind of ledger, over real loopback HTTP. After every workload:
+output bounds, streams, background responses polled to their end, served tiers, usage the
+server reports (or loses), gzip, responses lost past the client's timeout, resets, cut streams —
+and runs it from several threads under one shared budget on each kind of ledger, over real
+loopback HTTP. After every workload:
 
 * spend never exceeds the limit;
 * the ledger's spend equals the sum of the events' ``charged_usd``;
@@ -52,6 +53,12 @@ class Job:
     stream: bool
     output: int  # what the server produces (capped by the bound)
     fault: str  # none | gzip | lost | reset | cut | usage_missing
+    background: bool = False  # Responses, not streamed: created in the background, then polled
+
+    @property
+    def polled(self) -> bool:
+        """A background response: billed when a poll sees it finish."""
+        return self.background and self.api == "responses" and not self.stream
 
     def input_tokens(self) -> int:
         return _billed_input(self.api, self.model)
@@ -73,6 +80,8 @@ class Job:
             body["max_completion_tokens"] = self.bound
         else:
             body.update(input=PROMPT, max_output_tokens=self.bound)
+            if self.polled:
+                body["background"] = True
         if self.stream:
             body["stream"] = True
             if self.api == "chat":
@@ -98,6 +107,7 @@ jobs = st.builds(
     stream=st.booleans(),
     output=st.integers(0, 600),
     fault=st.sampled_from(["none", "none", "gzip", "lost", "reset", "cut", "usage_missing"]),
+    background=st.booleans(),
 )
 
 
@@ -119,6 +129,8 @@ def _run(client: Any, job: Job) -> str:
             result = client.chat.completions.create(**job.kwargs())
         else:
             result = client.responses.create(**job.kwargs())
+        while job.polled and result.status in ("queued", "in_progress"):
+            result = client.responses.retrieve(result.id)
         if job.stream:
             for _ in result:
                 pass
