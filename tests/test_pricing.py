@@ -193,7 +193,7 @@ class TestSemantics:
 class TestSources:
     def test_genai_prices_wins_over_stale_tokencost(self) -> None:
         """o1-mini-2024-09-12: tokencost still has the $3/$12 launch price; the current is used."""
-        from costmeter._pricing import _tokencost_table
+        from costmeter._bundled_prices import _tokencost_table
 
         stale = _tokencost_table()["o1-mini-2024-09-12"]
         price = price_of("o1-mini-2024-09-12")
@@ -204,10 +204,10 @@ class TestSources:
 
     def test_tokencost_without_cached_price_bills_cached_at_full_rate(self) -> None:
         """Where tokencost publishes no cached price, cached tokens cost the full input rate."""
+        from costmeter._bundled_prices import from_tokencost
         from costmeter._model_names import parse_model
-        from costmeter._pricing import _from_tokencost
 
-        price = _from_tokencost(parse_model("gpt-4-turbo"), "default")
+        price = from_tokencost(parse_model("gpt-4-turbo"), "default")
         assert price is not None
         usage = {
             "prompt_tokens": 2000,
@@ -224,10 +224,10 @@ class TestSources:
 
     def test_tokencost_prices_embeddings_when_genai_prices_lacks_them(self) -> None:
         """tokencost's table is read (as data) and scaled to per-1M exactly."""
+        from costmeter._bundled_prices import from_tokencost
         from costmeter._model_names import parse_model
-        from costmeter._pricing import _from_tokencost
 
-        price = _from_tokencost(parse_model("gpt-5-2025-08-07"), "default")
+        price = from_tokencost(parse_model("gpt-5-2025-08-07"), "default")
 
         assert price is not None
         assert (Decimal("1.25"), Decimal("0.125"), Decimal(10)) == (
@@ -242,7 +242,7 @@ class TestSources:
         import sys
 
         code = (
-            "import sys, costmeter; from costmeter._pricing import _tokencost_table;"
+            "import sys, costmeter; from costmeter._bundled_prices import _tokencost_table;"
             "_tokencost_table(); costmeter.price_of('gpt-5');"
             "print('tokencost' in sys.modules, 'anthropic' in sys.modules)"
         )

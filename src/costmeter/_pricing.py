@@ -23,16 +23,12 @@ Every price is USD per 1,000,000 tokens. Money is built from strings and never p
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,8 +37,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from costmeter._bundled_prices import from_genai, from_tokencost, with_audio_rates
 from costmeter._errors import ConfigurationError, PricingError, UnknownModelError
 from costmeter._model_names import ModelName, parse_model
+from costmeter._price_types import (
+    MILLION,
+    STANDARD_TIERS,
+    Cost,
+    ModelPrice,
+    UnpricedTokensError,
+    normalize_tier,
+)
 from costmeter._usage import usage_from
 
 __all__ = [
@@ -55,121 +60,13 @@ __all__ = [
     "add_price_source",
     "clear_price_overrides",
     "cost_of",
-    "genai_snapshot",
     "normalize_tier",
     "price_of",
     "register_prices",
 ]
 
 PRICES_FILE_ENV = "COSTMETER_PRICES_FILE"
-_MILLION = Decimal(1_000_000)
 _ZERO = Decimal(0)
-
-# Tiers billed at standard rates. "scale" is committed capacity billed outside per-token prices;
-# costmeter prices its marginal tokens at the standard rate (documented in the README).
-_STANDARD_TIERS = frozenset({"default", "auto", "scale", "standard"})
-# Where a tier has no price of its own, the documented equivalent: flex is billed at Batch rates,
-# and "fast" requests are served (and priced) as "priority".
-_TIER_FALLBACKS: dict[str, tuple[tuple[str, str], ...]] = {
-    "flex": (("service_tier", "flex"), ("processing", "batch")),
-    "batch": (("processing", "batch"),),
-    "priority": (("service_tier", "priority"), ("service_tier", "fast")),
-    "fast": (("service_tier", "fast"), ("service_tier", "priority")),
-}
-
-
-def normalize_tier(service_tier: object) -> str:
-    """``None``/``auto``/``default`` → ``"default"``; other tiers lower-cased as given."""
-    if service_tier is None:
-        return "default"
-    if not isinstance(service_tier, str):
-        raise ConfigurationError(f"service_tier must be a str, got {service_tier!r}")
-    tier = service_tier.strip().lower()
-    return "default" if tier in ("", "auto", "standard") else tier
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPrice:
-    """
-    What one model costs at one service tier, in USD per 1M tokens.
-
-    ``cached_input_per_mtok`` equals ``input_per_mtok`` where the source publishes no discount,
-    and ``cache_write_per_mtok`` equals it where writes carry no surcharge (every model before
-    GPT-5.6). ``long_context`` holds the rates that apply to the *whole* request once its input
-    exceeds ``long_context_threshold`` tokens.
-    """
-
-    model: str
-    priced_as: str
-    service_tier: str
-    source: str
-    input_per_mtok: Decimal
-    cached_input_per_mtok: Decimal
-    cache_write_per_mtok: Decimal
-    output_per_mtok: Decimal
-    web_search_per_call: Decimal = _ZERO
-    long_context_threshold: int | None = None
-    long_context: ModelPrice | None = field(default=None, repr=False)
-    # Audio tokens have their own, much higher rates (gpt-audio: $32/$64 vs $2.5/$10 text).
-    # ``None``: the source publishes none, and audio tokens are then never priced as text.
-    audio_input_per_mtok: Decimal | None = None
-    audio_output_per_mtok: Decimal | None = None
-
-    def for_input(self, input_tokens: int) -> ModelPrice:
-        """The rates that apply to a request with *input_tokens* input tokens (cliff tiers)."""
-        if (
-            self.long_context is not None
-            and self.long_context_threshold is not None
-            and input_tokens > self.long_context_threshold
-        ):
-            return self.long_context
-        return self
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """
-    The exact cost of one usage. ``total_usd`` is the sum of the parts; nothing is rounded.
-
-    ``input_usd`` covers only uncached input; cached reads and cache writes have their own parts.
-    Reasoning tokens are inside ``output_usd``. Audio tokens are inside ``input_usd`` and
-    ``output_usd`` at their own rates; ``audio_input_usd``/``audio_output_usd`` are that share.
-    """
-
-    input_usd: Decimal
-    cached_input_usd: Decimal
-    cache_write_usd: Decimal
-    output_usd: Decimal
-    tool_usd: Decimal
-    total_usd: Decimal
-    price_source: str
-    priced_as: str
-    service_tier: str
-    long_context: bool = False
-    audio_input_usd: Decimal = _ZERO
-    audio_output_usd: Decimal = _ZERO
-
-
-class UnpricedTokensError(PricingError):
-    """
-    The model is priced, but the usage holds tokens of a kind its price source has no rate for
-    (audio). Billing them at the text rate would be silently wrong, so no total is given.
-
-    Attributes:
-        kind: The token kind without a price (``"audio"``).
-        priced_as: The model entry that lacks the rate.
-    """
-
-    def __init__(self, kind: str, priced_as: str, source: str) -> None:
-        self.kind = kind
-        self.priced_as = priced_as
-        self.source = source
-        super().__init__(
-            f"{source} has no {kind} token price for {priced_as!r}; register one with "
-            f"register_prices({{{priced_as!r}: {{..., '{kind}_input': ..., '{kind}_output': ...}}}})"
-        )
-
-
 # -- price sources -------------------------------------------------------------------------------
 
 _lock = threading.Lock()
@@ -385,7 +282,7 @@ def _file_overrides(path: str) -> dict[str, dict[str, Any]]:
 def _from_override(
     name: ModelName, tier: str, entry: dict[str, Any], source: str
 ) -> ModelPrice | None:
-    if tier not in _STANDARD_TIERS and tier != "default":
+    if tier not in STANDARD_TIERS and tier != "default":
         entry = entry["tiers"].get(tier)
         if entry is None:
             return None
@@ -403,174 +300,6 @@ def _from_override(
         audio_input_per_mtok=entry.get("audio_input"),
         audio_output_per_mtok=entry.get("audio_output"),
     )
-
-
-def _tiered(value: Any) -> tuple[Decimal | None, int | None, Decimal | None]:
-    """Split a genai-prices value into (base, tier threshold, tier price)."""
-    if value is None or isinstance(value, Decimal):
-        return value, None, None
-    tiers = getattr(value, "tiers", None) or []
-    if len(tiers) > 1:  # pragma: no cover - no OpenAI model has more than one tier today
-        raise ConfigurationError("multi-step price tiers are not supported")
-    base = value.base
-    return (base, tiers[0].start, tiers[0].price) if tiers else (base, None, None)
-
-
-def genai_snapshot() -> Any:
-    """
-    genai-prices' price snapshot (its bundled data, or the one its user set); ``None`` when
-    genai-prices cannot be imported.
-
-    The bundled data is one ~1.6 MB module of literals (~100k objects, no reference cycles),
-    loaded with its package on the first metered call. In a process whose heap already holds
-    the SDK's pydantic schemas, those allocations trigger several full cyclic collections that
-    each walk that whole heap: package and data took ~55 ms beside the SDK against ~26 ms with
-    the collector paused, most of a first call's overhead. So the first load pauses the
-    collector (if it was enabled) and restores it right after; nothing that load creates is
-    garbage, so nothing is collected late. (Once per process; another thread that disables the
-    collector during those ~25 ms finds it enabled again.)
-    """
-    if "genai_prices.data" in sys.modules:  # loaded: the snapshot is one cached lookup
-        from genai_prices import data_snapshot  # noqa: PLC0415
-
-        return data_snapshot.get_snapshot()
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        from genai_prices import data_snapshot  # noqa: PLC0415  (lazy: ~25 ms)
-
-        return data_snapshot.get_snapshot()
-    except ImportError:  # pragma: no cover - a hard dependency, but be safe
-        return None
-    finally:
-        if paused:
-            gc.enable()
-
-
-def _from_genai(name: ModelName, tier: str) -> ModelPrice | None:
-    snapshot = genai_snapshot()
-    if snapshot is None:  # pragma: no cover - genai-prices is a hard dependency
-        return None
-    model_info = None
-    for key in name.candidates():
-        try:
-            _provider, model_info = snapshot.find_provider_model(key, None, "openai", None)
-            break
-        except LookupError:
-            continue
-    if model_info is None:
-        return None
-    now = datetime.now(timezone.utc)
-    context: dict[str, str] | None = None
-    if tier not in _STANDARD_TIERS:
-        active = [
-            variant.when
-            for variant in (getattr(model_info, "price_variants", None) or ())
-            if variant.constraint is None or variant.constraint.active(now)
-        ]
-        for key, value in _TIER_FALLBACKS.get(tier, (("service_tier", tier),)):
-            if {key: value} in active:
-                context = {key: value}
-                break
-        else:
-            return None
-    prices = model_info.get_prices(now, context)
-    inp, threshold, inp_tier = _tiered(prices.input_mtok)
-    out, _, out_tier = _tiered(prices.output_mtok)
-    if inp is None:
-        return None
-    if out is None:  # embedding models publish no output price: they produce no output tokens
-        out = _ZERO
-    cached, _, cached_tier = _tiered(prices.cache_read_mtok)
-    write, _, write_tier = _tiered(prices.cache_write_mtok)
-    audio_in, _, _ = _tiered(getattr(prices, "input_audio_mtok", None))
-    audio_out, _, _ = _tiered(getattr(prices, "output_audio_mtok", None))
-    searches = getattr(prices, "web_searches_kcount", None)
-    per_search = searches / 1000 if isinstance(searches, Decimal) else _ZERO
-    price = ModelPrice(
-        model=name.raw,
-        priced_as=model_info.id,
-        service_tier=tier,
-        source="genai-prices",
-        input_per_mtok=inp,
-        cached_input_per_mtok=inp if cached is None else cached,
-        cache_write_per_mtok=inp if write is None else write,
-        output_per_mtok=out,
-        web_search_per_call=per_search,
-        audio_input_per_mtok=audio_in,
-        audio_output_per_mtok=audio_out,
-    )
-    if threshold is not None and inp_tier is not None:
-        long = replace(
-            price,
-            input_per_mtok=inp_tier,
-            cached_input_per_mtok=cached_tier or inp_tier,
-            cache_write_per_mtok=write_tier or inp_tier,
-            output_per_mtok=out_tier or out,
-        )
-        price = replace(price, long_context_threshold=threshold, long_context=long)
-    return price
-
-
-@functools.cache
-def _tokencost_table() -> dict[str, Any]:
-    """tokencost's bundled table, read as data without importing tokencost."""
-    spec = importlib_util.find_spec("tokencost")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices.json"
-    try:
-        with path.open("rb") as fh:
-            table: dict[str, Any] = json.load(fh, parse_float=Decimal, parse_int=Decimal)
-    except (OSError, ValueError):  # pragma: no cover - a broken tokencost install
-        return {}
-    return table
-
-
-def _from_tokencost(name: ModelName, tier: str) -> ModelPrice | None:
-    table = _tokencost_table()
-    entry = None
-    for key in name.candidates():
-        entry = table.get(key) or table.get(f"openai/{key}")
-        if entry is not None:
-            priced_as = key
-            break
-    if entry is None:
-        return None
-    suffix = ""
-    if tier in ("flex", "batch"):
-        suffix = "_batches"  # flex is billed at Batch API rates
-    elif tier not in _STANDARD_TIERS:
-        return None
-    try:
-        inp = entry[f"input_cost_per_token{suffix}"] * _MILLION
-        out = entry[f"output_cost_per_token{suffix}"] * _MILLION
-    except (KeyError, TypeError):
-        return None
-    cached = entry.get("cache_read_input_token_cost")
-    write = entry.get("cache_creation_input_token_cost")
-    audio_in = None if suffix else entry.get("input_cost_per_audio_token")
-    audio_out = None if suffix else entry.get("output_cost_per_audio_token")
-    return ModelPrice(
-        model=name.raw,
-        priced_as=priced_as,
-        service_tier=tier,
-        source="tokencost",
-        input_per_mtok=_plain(inp),
-        # No published discount (or a batch rate, which has none): cached tokens cost full input.
-        cached_input_per_mtok=_plain(inp if suffix or cached is None else cached * _MILLION),
-        cache_write_per_mtok=_plain(inp if write is None else write * _MILLION),
-        output_per_mtok=_plain(out),
-        audio_input_per_mtok=None if audio_in is None else _plain(audio_in * _MILLION),
-        audio_output_per_mtok=None if audio_out is None else _plain(audio_out * _MILLION),
-    )
-
-
-def _plain(amount: Decimal) -> Decimal:
-    """Strip float noise from a per-token price scaled to per-1M, without exponent notation."""
-    amount = amount.normalize()
-    return amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount
 
 
 _SOURCES = ("overrides", PRICES_FILE_ENV, "genai-prices", "tokencost")
@@ -603,36 +332,12 @@ def _cached_price(model: str, tier: str, prices_file: str | None) -> ModelPrice:
     found = _from_plugged(name, tier)
     if found is not None:
         return found
-    for source in (_from_genai, _from_tokencost):
+    for source in (from_genai, from_tokencost):
         found = source(name, tier)
         if found is not None:
-            return _with_audio_rates(found, name, tier)
+            return with_audio_rates(found, name, tier)
     sources = (*_SOURCES[:2], *(plugged.name for plugged in _plugged), *_SOURCES[2:])
     raise UnknownModelError(model, sources, None if tier == "default" else tier)
-
-
-def _with_audio_rates(price: ModelPrice, name: ModelName, tier: str) -> ModelPrice:
-    """
-    Complete a genai-prices entry that lacks audio rates from tokencost's entry for the *exact*
-    dated name (``gpt-4o-audio-preview-2024-12-17``: $40/$80 per 1M audio tokens). Undated
-    aliases are not completed: they moved between very different audio prices ($100 → $40).
-    """
-    dated = len(name.candidates()) > 1
-    if price.audio_input_per_mtok is not None or price.source != "genai-prices" or not dated:
-        return price
-    entry = _tokencost_table().get(name.key)
-    if not entry or tier not in _STANDARD_TIERS:
-        return price
-    audio_in = entry.get("input_cost_per_audio_token")
-    audio_out = entry.get("output_cost_per_audio_token")
-    if not isinstance(audio_in, Decimal) or not isinstance(audio_out, Decimal):
-        return price
-    return replace(
-        price,
-        audio_input_per_mtok=_plain(audio_in * _MILLION),
-        audio_output_per_mtok=_plain(audio_out * _MILLION),
-        source="genai-prices+tokencost(audio)",
-    )
 
 
 def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
@@ -666,7 +371,7 @@ def price_of(model: str, *, service_tier: str | None = None) -> ModelPrice:
 
 
 def _part(tokens: int, per_mtok: Decimal) -> Decimal:
-    return tokens * per_mtok / _MILLION if tokens else _ZERO
+    return tokens * per_mtok / MILLION if tokens else _ZERO
 
 
 def cost_of(model: str | ModelPrice, usage: object, *, service_tier: str | None = None) -> Cost:

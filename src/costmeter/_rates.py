@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from costmeter._bundled_prices import genai_snapshot
 from costmeter._model_names import parse_model
 from costmeter._money import money_math
-from costmeter._pricing import genai_snapshot
 
 __all__ = ["UnitRates", "unit_rates"]
 
