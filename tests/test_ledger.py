@@ -650,3 +650,46 @@ class TestCli:
         assert 5 == main(["budget", "show", "x", "--ledger", url, "--timeout", "0.5"])
         assert "redis://:***@127.0.0.1" in capsys.readouterr().err
         assert 2 == main(["budget", "show", "x", "--ledger", "ftp://nope"])
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_many_processes_opening_a_new_sqlite_ledger_at_once(tmp_path: Path, attempt: int) -> None:
+    """
+    Switching a fresh file to WAL takes a lock SQLite does not wait for: 8 processes making their
+    first call on a new ledger at the same instant all get through (none fails with "database
+    is locked"), and the ledger holds every call.
+    """
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    go = tmp_path / "go"
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        from decimal import Decimal
+        import costmeter
+        from costmeter._budget import Reservation
+
+        url, go = sys.argv[1], sys.argv[2]
+        while not os.path.exists(go):
+            time.sleep(0.001)
+        b = costmeter.budget("100", name="fresh", ledger=url)
+        Reservation.take((b,), Decimal("0.01"), "m").settle(Decimal("0.01"))
+        print("ok", flush=True)
+        """
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, url, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    time.sleep(1.5)  # every interpreter started and waiting
+    go.touch()
+    results = [worker.communicate(timeout=60) for worker in workers]
+    assert [("ok\n", "")] * 8 == [(out, err[-300:]) for out, err in results]
+    assert (Decimal("0.08"), 8) == (
+        costmeter.budget("100", name="fresh", ledger=url).spent_usd,
+        costmeter.budget("100", name="fresh", ledger=url).calls,
+    )

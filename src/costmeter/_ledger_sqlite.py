@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import TypeVar
@@ -65,15 +67,35 @@ class SQLiteLedger(Ledger):
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
             if not self.read_only:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(_SQLITE_SCHEMA)
+                self._set_up(conn)
         except sqlite3.Error:
             conn.close()
             raise
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """
+        WAL journal and the table, on a new connection. Switching a fresh file to WAL needs a
+        lock SQLite does not wait for (no busy handler): when many threads or processes open a
+        new ledger at once, all but one get "database is locked" at once. So the switch is
+        retried until the ledger timeout, and skipped when the file is already in WAL mode (a
+        read: no lock), as it stays once set.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.002 + secrets.randbelow(8) / 1000)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_SQLITE_SCHEMA)
 
     def _fail(self, exc: BaseException, what: str) -> LedgerError:
         detail = str(exc) or type(exc).__name__
