@@ -36,7 +36,15 @@ from decimal import Decimal
 from costmeter._errors import LedgerError
 from costmeter._money import money_math
 
-__all__ = ["RECORD_SECONDS", "Hold", "Late", "WindowState", "new_hold_id", "object_hold_id"]
+__all__ = [
+    "BOUND_SHARE",
+    "RECORD_SECONDS",
+    "Hold",
+    "Late",
+    "WindowState",
+    "new_hold_id",
+    "object_hold_id",
+]
 
 _ZERO = Decimal(0)
 # How long an expired *sent* hold is remembered, so a late settle corrects its charge; and how
@@ -61,6 +69,12 @@ class Late:
     amount: Decimal
     model: str
     forget_at: float
+
+
+#: A call admitted on a bound of its worst case (text counted by its UTF-8 length, not
+#: tokenized) holds that bound only while it is at most this share of what the budget has
+#: left; nearer the limit, calls hold their exact worst case, so bounds never decide refusals.
+BOUND_SHARE = Decimal("0.1")
 
 
 def new_hold_id() -> str:
@@ -158,21 +172,33 @@ class WindowState:
         force: bool,
         model: str = "unknown",
         sent: bool = False,
+        probe: bool = False,
     ) -> bool:
         """
         Hold *amount* if ``spent + reserved + amount <= limit``; returns whether it fit.
 
         *force* (a ``warn``-mode budget) holds it even when it does not fit; otherwise a call
         that does not fit is counted as refused and nothing is held.
+
+        *probe*: *amount* is a bound of the worst case, held only while it is at most
+        `BOUND_SHARE` of what is left; else nothing is held or counted (the caller then
+        decides on the exact worst case).
         """
         self.limit = limit
         with money_math():
-            fits = self.spent + self._reserved() + amount <= limit
-        if fits or force:
+            need = amount / BOUND_SHARE if probe else amount
+            fits = self.spent + self._reserved() + need <= limit
+        if fits or (force and not probe):
             self.holds[hold_id] = Hold(amount, expires, sent, model)
-        else:
+        elif not probe:
             self.refused += 1
         return fits
+
+    def shrink(self, hold_id: str, amount: Decimal) -> None:
+        """Hold only *amount* (the exact worst case, now known) if the hold is larger."""
+        hold = self.holds.get(hold_id)
+        if hold is not None and amount < hold.amount:
+            hold.amount = amount
 
     def release(self, hold_id: str) -> None:
         """Give a hold back without charging (a call refused by another budget)."""

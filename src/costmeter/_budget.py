@@ -335,9 +335,10 @@ class Budget:
     # -- context management ------------------------------------------------------------------
     def __enter__(self) -> Budget:
         _active.set((*_active.get(), self))
-        from costmeter._tokenizer import preload  # noqa: PLC0415
+        if self._ledger.persistent:  # its calls count their input before sending: load it now
+            from costmeter._tokenizer import preload  # noqa: PLC0415
 
-        preload()  # a call in this budget counts its input before sending: load it now
+            preload()
         return self
 
     def __exit__(
@@ -366,9 +367,18 @@ class Budget:
 
     # -- accounting (called by `Reservation`) ------------------------------------------------
     def _admit(
-        self, hold_id: str, amount: Decimal, model: str | None, key: str | None, sent: bool
+        self,
+        hold_id: str,
+        amount: Decimal,
+        model: str | None,
+        key: str | None,
+        sent: bool,
+        probe: bool = False,
     ) -> tuple[str, BudgetExceededError | None]:
-        """Hold *amount* in the current window; returns the window and the refusal, if any."""
+        """
+        Hold *amount* in the current window; returns the window and the refusal, if any
+        (*probe*: see `WindowState.admit`; a probe that does not fit holds nothing).
+        """
         now = self._clock()
         window = window_key(self._window, now, self._tz)
         expires = None if self._lease is None else now + self._lease
@@ -385,12 +395,13 @@ class Budget:
                 force=force,
                 model=model or "unknown",
                 sent=sent,
+                probe=probe,
             )
             self._remember(state)
             if fits:
                 return None
             reserved = state.reserved
-            if force:  # held anyway: the refusal reports what was held before it
+            if force and not probe:  # held anyway: the refusal reports what was held before it
                 with money_math():
                     reserved -= amount
             return self._refusal(amount, model, spent, reserved, key)
@@ -505,6 +516,9 @@ class Budget:
 
     def _release(self, window: str, hold_id: str, key: str | None) -> None:
         self._transact(key, window, lambda state: state.release(hold_id), self._clock())
+
+    def _shrink(self, window: str, hold_id: str, key: str | None, amount: Decimal) -> None:
+        self._transact(key, window, lambda state: state.shrink(hold_id, amount), self._clock())
 
     def _mark_sent(self, window: str, hold_id: str, key: str | None) -> None:
         self._transact(key, window, lambda state: state.mark_sent(hold_id), self._clock())

@@ -62,6 +62,7 @@ def call_record(
     elif after is not None:
         spent, remaining, key = after.spent_usd, after.remaining_usd, after.budget_key
     estimate = call.estimate
+    held = estimate or call.bound  # admitted on a bound and never counted: what was held
     return CallRecord(
         api=call.api,
         model=call.model or seen.response_model,
@@ -83,11 +84,9 @@ def call_record(
         usage_source=source,
         usage_problem=seen.usage_problem,
         estimated_input_tokens=None if estimate is None else estimate.input_tokens,
-        estimated_cost_usd=None if estimate is None else estimate.cost_usd,
-        estimate_complete=None if estimate is None else estimate.complete,
-        estimate_reasons=(
-            list(estimate.reasons) if estimate is not None and not estimate.complete else None
-        ),
+        estimated_cost_usd=None if held is None else held.cost_usd,
+        estimate_complete=None if held is None else held.complete,
+        estimate_reasons=list(held.reasons) if held is not None and not held.complete else None,
         cost_usd=total,
         input_cost_usd=cost.input_usd if cost else None,
         cached_input_cost_usd=cost.cached_input_usd if cost else None,

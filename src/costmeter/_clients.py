@@ -97,7 +97,8 @@ class _Options:
             always_estimate,
         )
         self._costmeter = replace(config, region=region_of(self))
-        if config.budget is not None or always_estimate or exact_input_tokens:
+        counts = config.budget is not None and config.budget.persistent  # (see Budget.__enter__)
+        if always_estimate or exact_input_tokens or counts:
             from costmeter._tokenizer import preload  # noqa: PLC0415
 
             preload()  # every call will count its input: load the vocabulary in the background

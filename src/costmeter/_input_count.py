@@ -19,6 +19,11 @@ Counting rules, ``T(x)`` being the tokens of text ``x`` in the model's encoding:
 Tokenizing is the only real cost: text → count is memoized in an LRU keyed on (encoding, text)
 and bounded in entries and characters, so a conversation that resends its history only tokenizes
 what is new and a long-running process does not grow.
+
+A *bound* walk (``count_request_input(..., bound=True)``) replaces ``T(x)`` by the UTF-8 length of
+``x``, a sound upper bound (every token of a byte-level BPE encodes at least one byte; tiktoken
+turns a lone surrogate into U+FFFD, three bytes, as ``surrogatepass`` counts it) that needs no
+vocabulary: every other term is the same, so the bound is never below the count.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "is_reasoning",
     "output_tokens_of",
     "short_name",
+    "utf8_length",
 ]
 
 _SERVER_CONTEXT = {"previous_response_id": "previous_response_id", "conversation": "conversation"}
@@ -122,6 +128,11 @@ class _Memo:
 _count = _Memo(maxsize=8192, max_chars=2_000_000)
 
 
+def utf8_length(text: str) -> int:
+    """The UTF-8 length of *text*: at least its tokens in any byte-level BPE encoding."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def output_tokens_of(texts: Iterable[str], model: str) -> int:
     """
     Tokens of the output deltas a stream delivered, for one abandoned before its usage event.
@@ -145,19 +156,35 @@ def is_reasoning(model: str) -> bool:
 class _Counter:
     """One request's running count, and the reasons it cannot be complete."""
 
-    __slots__ = ("assistants", "calls", "enc", "model", "reasons", "system", "tokens", "tools")
+    __slots__ = (
+        "assistants",
+        "bound",
+        "calls",
+        "enc",
+        "model",
+        "reasons",
+        "system",
+        "tokens",
+        "tools",
+    )
 
-    def __init__(self, model: str) -> None:
-        encoding = encoding_for(model)
-        _ENCODINGS.setdefault(encoding.name, encoding)
-        self.model, self.enc = model, str(encoding.name)
+    def __init__(self, model: str, *, bound: bool = False) -> None:
+        self.model, self.bound = model, bound
+        if bound:  # no vocabulary needed
+            self.enc = ""
+        else:
+            encoding = encoding_for(model)
+            _ENCODINGS.setdefault(encoding.name, encoding)
+            self.enc = str(encoding.name)
         self.tokens = self.assistants = 0
         self.system = self.tools = False
         self.calls: dict[object, object] = {}  # call id -> function name
         self.reasons: list[str] = []
 
     def text(self, text: object) -> int:
-        return _count(self.enc, text) if isinstance(text, str) and text else 0
+        if not isinstance(text, str) or not text:
+            return 0
+        return utf8_length(text) if self.bound else _count(self.enc, text)
 
     def miss(self, reason: str) -> None:
         if reason not in self.reasons:
@@ -471,7 +498,7 @@ _COUNTERS: dict[str, tuple[Callable[[_Counter, Mapping[str, Any]], None], bool]]
 
 
 def count_request_input(
-    api: str, body: Mapping[str, Any], model: str
+    api: str, body: Mapping[str, Any], model: str, *, bound: bool = False
 ) -> tuple[int, bool, tuple[str, ...]]:
     """
     The input tokens of a request body, and whether they are all the request will be billed for.
@@ -485,6 +512,9 @@ def count_request_input(
     incomplete with ``estimator_error:<ExceptionType>``, so a budget reserves too much rather
     than nothing, and the failure never reads as an unknown model.
 
+    *bound*: count each text by its UTF-8 length instead of tokenizing it (see the module
+    docstring): never below the count, and much cheaper.
+
     Raises:
         ConfigurationError: *api* is not one of those.
     """
@@ -493,7 +523,7 @@ def count_request_input(
         raise ConfigurationError(
             f"count_request_input() does not know the api {api!r} (known: {sorted(_COUNTERS)})"
         )
-    counter = _Counter(model)
+    counter = _Counter(model, bound=bound)
     try:
         walk[0](counter, body)
     except Exception as exc:  # any estimator bug must degrade to an over-count, never raise
@@ -502,7 +532,7 @@ def count_request_input(
         except ValueError:  # a circular structure
             text = repr(body)
         reason = f"estimator_error:{type(exc).__name__}"
-        return _count(counter.enc, text), False, (reason,)
+        return counter.text(text), False, (reason,)
     if api == "responses.compact":
         counter.miss("compaction_prompt")
     tokens = counter.total() if walk[1] else counter.tokens

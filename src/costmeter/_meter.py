@@ -172,6 +172,7 @@ class Call:
         self.reservations: list[Reservation] = []
         self.estimate: Reserve | None = None
         self._deferred = False  # the estimate was skipped: nothing needed it before sending
+        self.bound: Reserve | None = None  # the bound of the worst case a budget admitted on
         self.seen = Observation(response_id=request.lookup_id, keep_text=config.log_content)
         self.seen.background = bool(request.body.get("background"))
         self.attempts = 0  # attempts the SDK made (0: it raised before sending anything)
@@ -187,16 +188,25 @@ class Call:
         return None if estimate is None else estimate.cost_usd
 
     def _ensure_estimate(self) -> Reserve | None:
-        """The estimate, computed now if it was deferred (a lost response, missing usage)."""
+        """
+        The estimate, computed now if it was deferred (a lost response, missing usage, a cost
+        that cannot be computed); a hold taken on a bound then shrinks to the exact worst case.
+        """
         if self._deferred:
             self._deferred = False
             try:
-                self.estimate = uplifted(self.endpoint.estimate(self.request), self.config.region)
+                self.estimate = self._exact_estimate()
             except Exception as exc:
                 if _strict:
                     raise
                 report_internal_error(exc, "estimate", self.api, self.model)
+            worst = None if self.estimate is None else self.estimate.cost_usd
+            if self.bound is not None and self.reservations and worst is not None:
+                self.reservations[0].shrink(worst)
         return self.estimate
+
+    def _exact_estimate(self) -> Reserve:
+        return uplifted(self.endpoint.estimate(self.request), self.config.region)
 
     # -- before sending ----------------------------------------------------------------------
     @property
@@ -236,8 +246,10 @@ class Call:
             # usage arrived, a response was lost); events then carry null estimates.
             self._deferred = True
             return
+        if self.budgets and not self.config.always_estimate and self._admit_on_bound():
+            return
         try:
-            self.estimate = uplifted(self.endpoint.estimate(self.request), self.config.region)
+            self.estimate = estimate = self._exact_estimate()
         except Exception as exc:
             if self.budgets and not all(b.allow_unpriced for b in self.budgets):
                 if isinstance(exc, ConfigurationError):
@@ -251,16 +263,50 @@ class Call:
             return
         if not self.budgets:
             return
-        amount = self.estimate.cost_usd
+        amount = estimate.cost_usd
         if amount is None:
             if not all(b.allow_unpriced for b in self.budgets):
                 _log.emit(_log.BUDGET_EXCEEDED, self._unpriced_refusal())
-                if self.estimate.unpriced is not None or self.model is None:
-                    reason = self.estimate.unpriced or "no model to price it by"
+                if estimate.unpriced is not None or self.model is None:
+                    reason = estimate.unpriced or "no model to price it by"
                     raise UnpricedRequestError(self.api, reason)
                 raise UnknownModelError(self.model, ("all price sources",))
             amount = ZERO
         self._reserve(amount)
+
+    def _admit_on_bound(self) -> bool:
+        """
+        Admit the call on its endpoint's cheap bound of the worst case (`Endpoint.bound`, e.g.
+        text counted by its UTF-8 length): no tokenizing unless something needs the exact
+        estimate later (a lost response, missing usage; the hold then shrinks to it).
+
+        ``False`` when there is no bound, or when it is more than `BOUND_SHARE` of what a
+        budget has left (or would refuse, or warn): the exact estimate then decides before
+        sending, as it always did. So a refusal is never decided on a bound, and near a limit
+        every call holds its exact worst case. Budgets in a SQLite/Redis ledger always hold
+        the exact worst case: other processes see the hold, a dead process is charged it, and
+        the ledger's round trip costs more than the count saves.
+        """
+        if self.ledger_io:
+            return False
+        try:
+            bound = self.endpoint.bound(self.request)
+        except Exception as exc:
+            if _strict:
+                raise
+            report_internal_error(exc, "estimate", self.api, self.model)
+            return False
+        if bound is None:
+            return False
+        amount = uplifted(bound, self.config.region).cost_usd
+        if amount is None:
+            return False
+        reservation = Reservation.probe(self.budgets, amount, self.model, sent=True)
+        if reservation is None:
+            return False
+        self.reservations.append(reservation)
+        self.bound, self._deferred = replace(bound, cost_usd=amount), True
+        return True
 
     def _reserve(self, amount: Decimal) -> None:
         try:
@@ -514,6 +560,7 @@ class Call:
                 Reservation.for_object(self.budgets, object_id, self._created_at(), self.model)
             ]
         if total is None:
+            self._ensure_estimate()  # a hold taken on a bound: charge the exact worst case
             with money_math():
                 total = sum((r.amount for r in self.reservations), ZERO)
         first, *rest = self.reservations

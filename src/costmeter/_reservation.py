@@ -140,11 +140,41 @@ class Reservation:
                 reserved anywhere.
             LedgerError: a fail-closed budget's ledger cannot be reached; nothing is reserved.
         """
+        reservation = cls._take(budgets, amount, model, sent=sent, probe=False)
+        assert reservation is not None  # only a probe gives up
+        return reservation
+
+    @classmethod
+    def probe(
+        cls, budgets: Sequence[Budget], amount: Decimal, model: str | None, *, sent: bool = False
+    ) -> Reservation | None:
+        """
+        `take` *amount* — a bound of the call's worst case — only if every budget has room
+        for it without a refusal or a warning; else hold nothing, count nothing, alert nothing,
+        and return ``None``: the exact worst case must decide (`take`).
+
+        Raises:
+            LedgerError: as `take`.
+        """
+        return cls._take(budgets, amount, model, sent=sent, probe=True)
+
+    @classmethod
+    def _take(
+        cls,
+        budgets: Sequence[Budget],
+        amount: Decimal,
+        model: str | None,
+        *,
+        sent: bool,
+        probe: bool,
+    ) -> Reservation | None:
         distinct = _distinct(budgets)
         keys = []
         for b in distinct:
             key = b._call_key()
             if key is None and b.per is not None:
+                if probe:
+                    return None
                 refusal: BudgetExceededError = BudgetKeyMissingError(
                     budget_name=b.name,
                     tag=b.per,
@@ -168,7 +198,7 @@ class Reservation:
         with lock:
             try:
                 for b, key in zip(distinct, keys, strict=True):
-                    found = reservation._hold_in(b, key)
+                    found = reservation._hold_in(b, key, probe)
                     if found is not None:
                         break
             except BaseException:
@@ -176,6 +206,8 @@ class Reservation:
                 raise
             if found is not None:
                 reservation._give_back()
+        if probe and found is not None:
+            return None
         if found is not None:
             found_in = distinct[len(reservation.windows)]
             found_in._alert_exceeded(found, refused=True)
@@ -241,17 +273,22 @@ class Reservation:
                     b._ledger_warning(exc, "hold_as_object", self.amount)
                     self.windows[i] = None
 
-    def _hold_in(self, b: Budget, key: str | None) -> BudgetExceededError | None:
-        """Hold the amount in *b*; returns its refusal if it refuses (``raise`` mode)."""
+    def _hold_in(self, b: Budget, key: str | None, probe: bool) -> BudgetExceededError | None:
+        """
+        Hold the amount in *b*; returns its refusal if it refuses (``raise`` mode, or any
+        budget the amount does not fit in when *probe*).
+        """
         try:
-            window, refusal = b._admit(self.hold_id, self.amount, self.model, key, self.sent)
+            window, refusal = b._admit(
+                self.hold_id, self.amount, self.model, key, self.sent, probe=probe
+            )
         except LedgerError as exc:
             if b.on_ledger_error == "raise":
                 raise LedgerError(f"budget {b.name!r}: {exc}; the request was not sent") from exc
             b._ledger_warning(exc, "reserve", self.amount)
             self.windows.append(None)
             return None
-        if refusal is not None and b.on_exceed == "raise":
+        if refusal is not None and (probe or b.on_exceed == "raise"):
             return refusal
         self.windows.append(window)
         if refusal is not None:
@@ -280,6 +317,22 @@ class Reservation:
             self.settled = True
         with _ledger.memory_lock if self.in_memory else contextlib.nullcontext():
             self._give_back()
+
+    def shrink(self, amount: Decimal) -> None:
+        """
+        Hold only *amount* from now on: the exact worst case, computed after a bound admitted
+        the call (`probe`). Never raises; an unreachable ledger keeps the larger hold until
+        the call settles (or its lease ends).
+        """
+        with self._lock:
+            if self.settled or self.object_id is not None or amount >= self.amount:
+                return
+            self.amount = amount
+        with _ledger.memory_lock if self.in_memory else contextlib.nullcontext():
+            for b, window, key in zip(self.budgets, self.windows, self.budget_keys, strict=True):
+                if window is not None:
+                    with contextlib.suppress(LedgerError):
+                        b._shrink(window, self.hold_id, key, amount)
 
     def mark_sent(self) -> None:
         """

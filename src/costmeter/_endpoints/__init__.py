@@ -150,6 +150,16 @@ class Endpoint:
         """The worst case before sending (default: nothing known: ``Reserve(None)``)."""
         return Reserve(None)
 
+    def bound(self, request: Request) -> Reserve | None:
+        """
+        A worst case never below `estimate`'s, much cheaper to compute (no tokenizing), or
+        ``None`` when `estimate` is cheap already (the default).
+
+        A budget admits on it and has `estimate` computed while the request is in flight; a
+        bound that does not fit is never a refusal: the exact estimate then decides.
+        """
+        return None
+
     def observe(self, seen: Observation, obj: Any) -> None:
         """Record what matters for billing from one received object (response, event, dict)."""
         seen.take(obj)

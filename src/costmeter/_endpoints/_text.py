@@ -42,6 +42,19 @@ class TextEndpoint(Endpoint):
     """A token-priced endpoint whose usage comes in the Responses or Chat shape."""
 
     def estimate(self, request: Request) -> Reserve:
+        return self.worst_case(request, bound=False)
+
+    def bound(self, request: Request) -> Reserve | None:
+        """Each text counted by its UTF-8 length: no vocabulary to load, nothing to tokenize."""
+        if request.exact_input_tokens is not None:
+            return None  # the server counted: `estimate` does not tokenize
+        return self.worst_case(request, bound=True)
+
+    def worst_case(self, request: Request, *, bound: bool) -> Reserve:
+        """
+        `estimate` (*bound* ``False``) and `bound` in one: subclasses extend this, so that the
+        bound can never leave out what the estimate adds.
+        """
         from costmeter._input_count import count_request_input  # noqa: PLC0415  (lazy tokenizer)
         from costmeter._worst_case import reserve_usd  # noqa: PLC0415
 
@@ -50,7 +63,9 @@ class TextEndpoint(Endpoint):
         if request.exact_input_tokens is not None:  # the server's count: no local tokenizing
             tokens, complete = request.exact_input_tokens, True
         else:
-            tokens, complete, reasons = count_request_input(self.api, request.body, model)
+            tokens, complete, reasons = count_request_input(
+                self.api, request.body, model, bound=bound
+            )
         try:
             cost = reserve_usd(
                 self.api,

@@ -28,8 +28,8 @@ class Responses(TextEndpoint):
     paths = (("post", r"/responses"),)
     lookups = (("get", r"/responses/([^/]+)"), ("post", r"/responses/([^/]+)/cancel"))
 
-    def estimate(self, request: Request) -> Reserve:
-        reserve = super().estimate(request)
+    def worst_case(self, request: Request, *, bound: bool) -> Reserve:
+        reserve = super().worst_case(request, bound=bound)
         if reserve.cost_usd is None or not request.body.get("tools"):
             return reserve
         price = requested_price(request, None)
