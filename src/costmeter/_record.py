@@ -74,9 +74,13 @@ class CallRecord:
     usage_problem: str | None = _f(
         "why the reported usage was unusable", "str", when="the reported usage was unusable"
     )
-    estimated_input_tokens: int | None = _f("the pre-flight input estimate", "int \\| null")
+    estimated_input_tokens: int | None = _f(
+        "the pre-flight input estimate; null when nothing counted it (no budget, or a budget "
+        "with room to spare admitted the call on its UTF-8 bound)",
+        "int \\| null",
+    )
     estimated_cost_usd: Decimal | None = _f(
-        "the pre-flight worst case the budgets reserved", "number \\| null"
+        "the worst case the budgets reserved (exact, or that bound)", "number \\| null"
     )
     estimate_complete: bool | None = _f(
         "false when the request carries context the client cannot see", "bool \\| null"
