@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -101,3 +103,24 @@ class TestCostOfAPriceFoundBefore:
         )
         with pytest.raises(ConfigurationError, match=PRICES_FILE_ENV):
             cost_of("gpt-4.1", usage)
+
+
+def test_only_audio_models_read_tokencosts_table() -> None:
+    """
+    tokencost's table (~6 ms to read) only completes audio rates, which only models named for
+    audio have: pricing a dated text model in a fresh process never reads it; an audio one does.
+    """
+    script = """
+import sys
+from costmeter._bundled_prices import _tokencost_table
+from costmeter import price_of
+price_of("gpt-5-mini-2025-08-07")
+price_of("gpt-4.1-2025-04-14")
+text_only = _tokencost_table.cache_info().currsize
+audio = price_of("gpt-4o-audio-preview-2024-12-17")
+print(text_only, _tokencost_table.cache_info().currsize, audio.audio_input_per_mtok)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "0 1 40" == done.stdout.strip()

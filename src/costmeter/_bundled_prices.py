@@ -24,6 +24,7 @@ from costmeter._price_types import MILLION, STANDARD_TIERS, TIER_FALLBACKS, Mode
 __all__ = ["from_genai", "from_tokencost", "genai_snapshot", "with_audio_rates"]
 
 _ZERO = Decimal(0)
+_AUDIO_NAME_PARTS = frozenset({"audio", "realtime", "transcribe"})
 
 
 def _tiered(value: Any) -> tuple[Decimal | None, int | None, Decimal | None]:
@@ -199,9 +200,13 @@ def with_audio_rates(price: ModelPrice, name: ModelName, tier: str) -> ModelPric
     Complete a genai-prices entry that lacks audio rates from tokencost's entry for the *exact*
     dated name (``gpt-4o-audio-preview-2024-12-17``: $40/$80 per 1M audio tokens). Undated
     aliases are not completed: they moved between very different audio prices ($100 → $40).
+    Only models named for audio (``audio``, ``realtime``, ``transcribe``) have audio rates: no
+    other name makes the first call of a process read tokencost's table (~6 ms).
     """
     dated = len(name.candidates()) > 1
     if price.audio_input_per_mtok is not None or price.source != "genai-prices" or not dated:
+        return price
+    if _AUDIO_NAME_PARTS.isdisjoint(name.key.split("-")):
         return price
     entry = _tokencost_table().get(name.key)
     if not entry or tier not in STANDARD_TIERS:
