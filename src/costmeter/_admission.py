@@ -27,6 +27,7 @@ and corrected by the poll that sees the real cost (its ``late:`` record).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import secrets
@@ -77,9 +78,28 @@ class Late:
 BOUND_SHARE = Decimal("0.1")
 
 
+def _new_prefix() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(6)}-"
+
+
+_prefix = _new_prefix()
+_serial = itertools.count()
+
+
+def _after_fork_in_child() -> None:
+    global _prefix, _serial
+    _prefix, _serial = _new_prefix(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def new_hold_id() -> str:
-    """A hold id, unique across processes and hosts (the pid helps when reading a ledger)."""
-    return f"{os.getpid()}-{secrets.token_hex(6)}"
+    """
+    A hold id, unique across processes and hosts: a random per-process prefix (renewed in a
+    forked child; the pid helps when reading a ledger) and a serial number.
+    """
+    return f"{_prefix}{next(_serial)}"
 
 
 def object_hold_id(object_id: str) -> str:

@@ -78,6 +78,8 @@ def _parse_warn_at(warn_at: object) -> tuple[Decimal, ...]:
     ``warn_at``: fractions of the limit in [0, 1]. A bare number (``0.8``, ``"0.8"``) is one
     fraction; ``()`` means no thresholds. ``None`` is refused rather than guessed at.
     """
+    if type(warn_at) is tuple and warn_at == _DEFAULT_WARN_AT:  # a budget per request: cheap
+        return _DEFAULT_THRESHOLDS
     if warn_at is None:
         raise ConfigurationError(
             "warn_at must be a fraction like 0.8 or a sequence like (0.5, 0.9); "
@@ -93,6 +95,10 @@ def _parse_warn_at(warn_at: object) -> tuple[Decimal, ...]:
     if any(f > 1 for f in fractions):
         raise ConfigurationError(f"warn_at fractions must be within [0, 1], got {warn_at!r}")
     return tuple(fractions)
+
+
+_DEFAULT_WARN_AT = (0.8,)
+_DEFAULT_THRESHOLDS = (Decimal("0.8"),)
 
 
 def _parse_per(per: object) -> str | None:
@@ -155,7 +161,7 @@ class Budget:
         *,
         name: str | None = None,
         on_exceed: Literal["raise", "warn"] = "raise",
-        warn_at: float | Decimal | str | Iterable[float | Decimal | str] = (0.8,),
+        warn_at: float | Decimal | str | Iterable[float | Decimal | str] = _DEFAULT_WARN_AT,
         allow_unpriced: bool = False,
         ledger: str | Ledger | None = None,
         window: str | None = None,

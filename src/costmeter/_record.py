@@ -193,13 +193,13 @@ class CallRecord:
 
     def as_event(self, usd: Any) -> dict[str, Any]:
         """The event's fields, money rendered by *usd*; ``when`` fields only where set."""
-        present = {s.when for s in _FIELDS if s.optional and getattr(self, s.name) is not None}
+        present = {when for name, when in _OPTIONAL if getattr(self, name) is not None}
         out: dict[str, Any] = {}
-        for spec in _FIELDS:
-            if spec.optional and spec.when not in present:
+        for name, when, money in _PLAN:
+            if when is not None and when not in present:
                 continue  # a group of fields is shown whole, or not at all
-            value = getattr(self, spec.name)
-            out[spec.name] = usd(value) if spec.money else value
+            value = getattr(self, name)
+            out[name] = usd(value) if money else value
         return out
 
 
@@ -224,6 +224,9 @@ _FIELDS = tuple(
     )
     for f in fields(CallRecord)
 )
+# What `CallRecord.as_event` walks once per call: (name, when, money), and the optional fields.
+_PLAN = tuple((s.name, s.when, s.money) for s in _FIELDS)
+_OPTIONAL = tuple((s.name, s.when) for s in _FIELDS if s.optional)
 
 
 def schema() -> tuple[tuple[str, str, str], ...]:

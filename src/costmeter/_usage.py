@@ -83,10 +83,10 @@ class Usage:
             raise UsageError(
                 f"usage field audio_seconds must be a Decimal >= 0, got {self.audio_seconds!r}"
             )
-        for name in self.__slots__:
-            if name == "audio_seconds":
-                continue
+        for name in _COUNT_FIELDS:
             value = getattr(self, name)
+            if type(value) is int and value >= 0:
+                continue  # the common case, checked cheaply
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UsageError(f"usage field {name} must be an int, got {value!r}")
             if value < 0:
@@ -118,6 +118,9 @@ class Usage:
 # stream event. Bounded: past the cap a class is checked each time instead of remembered.
 _MAPPING_CLASSES: dict[type, bool] = {dict: True}
 _MAPPING_CLASSES_MAX = 4096
+
+
+_COUNT_FIELDS = tuple(name for name in Usage.__slots__ if name != "audio_seconds")
 
 
 def field_of(obj: Any, key: str) -> Any:
