@@ -279,11 +279,10 @@ def events(
                 if fast is not None:
                     try:
                         row = fast(line)
+                        if row.otel_input_tokens is not unset:  # type: ignore[union-attr]
+                            row = from_otel(line)
                     except rejected:
                         row = None
-                    else:
-                        if row.otel_input_tokens is not unset:  # type: ignore[union-attr]
-                            row = from_otel(row)
                 if row is None:
                     try:
                         event = decode(line.decode("utf-8"))
