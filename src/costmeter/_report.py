@@ -32,7 +32,7 @@ from costmeter._report_decode import (
     Fields,
     ReadStats,
     decoder_for,
-    events,
+    event_batches,
     read_events,
 )
 from costmeter._report_input import (
@@ -329,21 +329,39 @@ def _add_up(
     windowed = since is not None or until is not None
     need_time = windowed or any(r.by in ("day", DAY_MODEL) for r in reports)
     grouped = [(report.groups, _grouper(report.by)) for report in reports]
-    for row in events(sources, stats, decoder):
-        when = event_time(row.timestamp) if need_time else None
-        if windowed:
-            if when is None:
-                first.no_timestamp += 1
-                continue
-            if (since is not None and when < since) or (until is not None and when >= until):
-                first.out_of_range += 1
-                continue
+    for batch in event_batches(sources, stats, decoder):
+        rows: list[Fields] = batch
+        whens: list[datetime | None] | None = None
+        if need_time:
+            rows, whens = [], []
+            for row in batch:
+                when = event_time(row.timestamp)
+                if windowed:
+                    if when is None:
+                        first.no_timestamp += 1
+                        continue
+                    if (since is not None and when < since) or (
+                        until is not None and when >= until
+                    ):
+                        first.out_of_range += 1
+                        continue
+                rows.append(row)
+                whens.append(when)
         for groups, group_of in grouped:
-            key = group_of(row, when)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = Totals()
-            group.add(row, prices)
+            # the calls of each group together, in log order: one `Totals.add_rows` per group
+            buckets: dict[str, list[Fields]] = {}
+            keys = map(group_of, rows, whens if whens is not None else itertools.repeat(None))
+            for key, row in zip(keys, rows):
+                bucket = buckets.get(key)
+                if bucket is None:
+                    buckets[key] = [row]
+                else:
+                    bucket.append(row)
+            for key, bucket in buckets.items():
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = Totals()
+                group.add_rows(bucket, prices)
     first.lines += stats.lines
     first.other_lines += stats.other_lines
     first.malformed_lines += stats.malformed_lines
