@@ -155,7 +155,10 @@ def test_pieces_cut_at_line_boundaries(tmp_path: Path, monkeypatch: pytest.Monke
 
     pieces = _report._pieces(str(path), 4)
     read = [
-        line for start, end in pieces for line in _report._read_piece(str(path), start, end, False)
+        line
+        for start, end in pieces
+        for chunk in _report._read_piece(str(path), start, end, False)
+        for line in chunk
     ]
 
     assert lines == read

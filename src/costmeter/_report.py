@@ -42,7 +42,7 @@ from costmeter._report_input import (
     UsageError,
     _read_piece,
     event_time,
-    read_lines,
+    read_chunks,
 )
 from costmeter._report_output import write_csv, write_json, write_table
 from costmeter._report_totals import Prices, Totals
@@ -217,7 +217,7 @@ def build_reports(
                     continue
             pieces = _pieces(name, workers)
             if len(pieces) == 1:
-                sources: Iterable[Iterable[bytes]] = [read_lines(name)]
+                sources: Iterable[Iterable[Sequence[bytes]]] = [read_chunks(name)]
                 _add_up(reports, sources, decoder)
                 continue
             from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
@@ -319,7 +319,7 @@ def _piece_reports(
 
 
 def _add_up(
-    reports: Sequence[Report], sources: Iterable[Iterable[bytes]], decoder: Decoder
+    reports: Sequence[Report], sources: Iterable[Iterable[Sequence[bytes]]], decoder: Decoder
 ) -> None:
     """Add the calls of *sources* to each report's groups (inside `money_math`)."""
     first = reports[0]
@@ -351,7 +351,7 @@ def _add_up(
             # the calls of each group together, in log order: one `Totals.add_rows` per group
             buckets: dict[str, list[Fields]] = {}
             keys = map(group_of, rows, whens if whens is not None else itertools.repeat(None))
-            for key, row in zip(keys, rows):
+            for key, row in zip(keys, rows, strict=True):
                 bucket = buckets.get(key)
                 if bucket is None:
                     buckets[key] = [row]

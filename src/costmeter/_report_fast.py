@@ -84,7 +84,7 @@ def decoder(
     if tag_key is not None:
         tag_field = msgspec.field(name=OTEL_TAG_PREFIX + tag_key, default=unset)
         otel.append(("otel_tag", _TagValue | msgspec.UnsetType, tag_field))
-    absent = {name: None for name in Fields.__slots__}
+    absent = dict.fromkeys(Fields.__slots__)
     decode = msgspec.json.Decoder(_struct("Line", plain, absent)).decode
     otel_decode = msgspec.json.Decoder(_struct("OtelLine", otel, absent)).decode
 

@@ -6,18 +6,19 @@ estimate accuracy) and today's cache discounts (`Prices`), which the savings are
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from collections.abc import Iterable
 
 from costmeter._money import money_math
 from costmeter._report_decode import Fields
 
-__all__ = ["Prices", "Totals"]
+__all__ = ["TIE", "Prices", "Totals", "bucket"]
 
 _ZERO = Decimal(0)
 _MILLION = Decimal(1_000_000)
+TIE = 1e-6  # an error * 100 this close to a rounding tie is bucketed by round() itself
 
 
 @dataclass(slots=True)
@@ -64,7 +65,7 @@ class Totals:
             self.saved_unknown_calls,
         )
         accuracy_calls, accuracy_sum = self.accuracy_calls, self.accuracy_sum
-        saved, hist, gap_of = self.saved_tokens, self.accuracy_hist, prices.cache_gap
+        saved, hist, gaps = self.saved_tokens, self.accuracy_hist, prices.gaps
         for row in rows:
             calls += 1
             input_tokens = row.input_tokens or 0
@@ -83,17 +84,33 @@ class Totals:
                 estimated_calls += 1
             if cached:
                 cached_sum += cached
-                gap = None if cost is None else gap_of(row, input_tokens)
-                if gap is None:
+                # an unpriced call (cost null) has no savings either: its price was unknown
+                entry = None
+                if cost is not None:
+                    key = (row.priced_as, row.response_model, row.model, row.service_tier)
+                    entry = gaps[key] if key in gaps else prices.gap_entry(key)
+                if entry is None:
                     unknown += 1
                 else:
+                    gap, threshold, long_gap = entry
+                    if threshold is not None and input_tokens > threshold:
+                        gap = long_gap
                     saved[gap] = saved.get(gap, 0) + cached
             estimated = row.estimated_input_tokens
             if source == "reported" and input_tokens > 0 and estimated is not None:
                 error = abs(estimated - input_tokens) * 100.0 / input_tokens
                 accuracy_calls += 1
                 accuracy_sum += error
-                hist[_bucket(error)] += 1
+                # round(error, 2) is k / 100 for the integer k nearest error * 100, which the
+                # float product gives exactly unless it is within 1e-6 of a tie (cheaper than
+                # round(); _report_duckdb_sql buckets the same way)
+                scaled = error * 100.0
+                whole = int(scaled)
+                frac = scaled - whole
+                if error >= 100 or -TIE < frac - 0.5 < TIE:
+                    hist[bucket(error)] += 1
+                else:
+                    hist[(whole if frac < 0.5 else whole + 1) / 100] += 1
         self.calls = calls
         self.input_tokens, self.cached_input_tokens = inputs, cached_sum
         self.cache_write_input_tokens, self.output_tokens = writes, outputs
@@ -158,7 +175,7 @@ class Totals:
         return sum(found) / len(found)
 
 
-def _bucket(error: float) -> float:
+def bucket(error: float) -> float:
     """The histogram bucket of an estimate error (percent): 0.01 pp below 100 %, 1 pp above."""
     return round(error, 2) if error < 100 else float(round(error))
 
@@ -167,17 +184,25 @@ class Prices:
     """Today's cache discount per model and tier, from `price_of`, looked up once per model."""
 
     def __init__(self) -> None:
-        # (priced_as, response_model, model, tier) -> (gap, long-context threshold, its gap)
-        self._gaps: dict[tuple[Any, Any, Any, Any], tuple[Decimal, int | None, Decimal] | None]
-        self._gaps = {}
+        #: (priced_as, response_model, model, tier) -> (gap, long-context threshold, its gap),
+        #: or ``None`` when unpriced; filled by `gap_entry`
+        self.gaps: dict[tuple[Any, Any, Any, Any], tuple[Decimal, int | None, Decimal] | None]
+        self.gaps = {}
+
+    def gap_entry(
+        self, key: tuple[Any, Any, Any, Any]
+    ) -> tuple[Decimal, int | None, Decimal] | None:
+        """
+        Input rate minus cached-input rate (USD per 1M tokens), the long-context threshold and
+        the gap above it, for *key* (``gaps``' key), or ``None`` when unpriced; looked up once.
+        """
+        entry = self.gaps[key] = self._lookup(*key)
+        return entry
 
     def cache_gap(self, row: Fields, input_tokens: int) -> Decimal | None:
         """Input rate minus cached-input rate (USD per 1M tokens), or ``None`` when unpriced."""
         key = (row.priced_as, row.response_model, row.model, row.service_tier)
-        try:
-            entry = self._gaps[key]
-        except KeyError:
-            entry = self._gaps[key] = self._lookup(*key)
+        entry = self.gaps[key] if key in self.gaps else self.gap_entry(key)
         if entry is None:
             return None
         gap, threshold, long_gap = entry
