@@ -19,6 +19,8 @@ __all__ = ["TIE", "Prices", "Totals", "bucket"]
 _ZERO = Decimal(0)
 _MILLION = Decimal(1_000_000)
 TIE = 1e-6  # an error * 100 this close to a rounding tie is bucketed by round() itself
+_NOT_TIE = 1 - TIE
+_MISSING: Any = object()
 
 
 @dataclass(slots=True)
@@ -65,7 +67,8 @@ class Totals:
             self.saved_unknown_calls,
         )
         accuracy_calls, accuracy_sum = self.accuracy_calls, self.accuracy_sum
-        saved, hist, gaps = self.saved_tokens, self.accuracy_hist, prices.gaps
+        saved, hist, gap_of = self.saved_tokens, self.accuracy_hist, prices.gaps.get
+        hundredths: dict[int, int] = {}
         for row in rows:
             calls += 1
             input_tokens = row.input_tokens or 0
@@ -88,7 +91,9 @@ class Totals:
                 entry = None
                 if cost is not None:
                     key = (row.priced_as, row.response_model, row.model, row.service_tier)
-                    entry = gaps[key] if key in gaps else prices.gap_entry(key)
+                    entry = gap_of(key, _MISSING)
+                    if entry is _MISSING:
+                        entry = prices.gap_entry(key)
                 if entry is None:
                     unknown += 1
                 else:
@@ -102,15 +107,16 @@ class Totals:
                 accuracy_calls += 1
                 accuracy_sum += error
                 # round(error, 2) is k / 100 for the integer k nearest error * 100, which the
-                # float product gives exactly unless it is within 1e-6 of a tie (cheaper than
-                # round(); _report_duckdb_sql buckets the same way)
-                scaled = error * 100.0
-                whole = int(scaled)
-                frac = scaled - whole
-                if error >= 100 or -TIE < frac - 0.5 < TIE:
-                    hist[bucket(error)] += 1
+                # float product gives exactly unless it is within TIE of a tie (far cheaper
+                # than round(); _report_duckdb_sql buckets the same way); k counted here
+                scaled = error * 100.0 + 0.5
+                nearest = int(scaled)
+                if error < 100 and TIE < scaled - nearest < _NOT_TIE:
+                    hundredths[nearest] = hundredths.get(nearest, 0) + 1
                 else:
-                    hist[(whole if frac < 0.5 else whole + 1) / 100] += 1
+                    hist[bucket(error)] += 1
+        for nearest, count in hundredths.items():
+            hist[nearest / 100] += count
         self.calls = calls
         self.input_tokens, self.cached_input_tokens = inputs, cached_sum
         self.cache_write_input_tokens, self.output_tokens = writes, outputs
