@@ -225,6 +225,11 @@ def build_reports(
                 sources: Iterable[Iterable[Sequence[bytes]]] = [read_chunks(name)]
                 _add_up(reports, sources, decoder)
                 continue
+            start, end = pieces[0]
+            mine = _read_piece(name, start, end, True)
+            # this process's first chunk before forking: a price table it loads to price cache
+            # savings (~0.2 s of imports) is then loaded once, and inherited by the children
+            _add_up(reports, [itertools.islice(mine, 1)], decoder)
             with contextlib.ExitStack() as children:
                 others = [
                     children.enter_context(
@@ -234,8 +239,7 @@ def build_reports(
                     )
                     for start, end in pieces[1:]
                 ]
-                start, end = pieces[0]
-                _add_up(reports, [_read_piece(name, start, end, True)], decoder)
+                _add_up(reports, [mine], decoder)
                 for other in others:
                     _merge(reports, other())
         for report in reports:
