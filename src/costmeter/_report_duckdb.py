@@ -5,8 +5,8 @@ DuckDB reads a file's lines and parses their JSON in C++ on every core (`--engin
 report must still be exactly the one the Python engine prints. So DuckDB only adds up the lines
 on which the two provably agree, and hands every other line, as its original text, to the Python
 engine (`costmeter._report_decode.events`), which decides what it is. Proving agreement costs:
-on the 2-core machine measured (bench/README.md) this engine uses about as much CPU as msgspec,
-~2.8x DuckDB's own unchecked query, so it is not the default. The classes:
+on the 2-core machine measured (bench/README.md) this engine uses ~2.8x the CPU of DuckDB's own
+unchecked query and ~1.4x that of the msgspec engine, so it is not the default. The classes:
 
 * a line without ``costmeter.`` is blank or "other", as in Python (no JSON parse);
 * a ``costmeter.*`` event other than a call is counted by its name (a refusal by its budget);
