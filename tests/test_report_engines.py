@@ -179,6 +179,22 @@ def test_a_missing_piece_file_is_unreadable_in_the_parent() -> None:
     assert "cannot read gone.jsonl: No such file or directory" == str(again)
 
 
+def test_an_error_in_a_worker_process_is_raised_in_the_parent(
+    mixed_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked worker's exception reaches the caller as it was raised (the child inherits the
+    patched piece reader), and the report does not hang or leave the child behind."""
+    monkeypatch.setattr(_report, "_PARALLEL_MIN_BYTES", 0)
+
+    def vanished(name: str, *_args: object) -> list[_report.Report]:
+        raise _report.Unreadable(name, FileNotFoundError(2, "No such file or directory"))
+
+    monkeypatch.setattr(_report, "_piece_reports", vanished)
+
+    with pytest.raises(_report.Unreadable, match="No such file or directory"):
+        _report.build_report([str(mixed_log)], "model", None, None, workers=2)
+
+
 def test_unknown_engine_is_a_usage_error(mixed_log: Path) -> None:
     with pytest.raises(_report.UsageError, match="unknown engine"):
         _report.build_report([str(mixed_log)], "model", None, None, engine="duck")
