@@ -155,7 +155,10 @@ def test_pieces_cut_at_line_boundaries(tmp_path: Path, monkeypatch: pytest.Monke
 
     pieces = _report._pieces(str(path), 4)
     read = [
-        line for start, end in pieces for line in _report._read_piece(str(path), start, end, False)
+        line
+        for start, end in pieces
+        for chunk in _report._read_piece(str(path), start, end, False)
+        for line in chunk
     ]
 
     assert lines == read
@@ -174,6 +177,22 @@ def test_a_missing_piece_file_is_unreadable_in_the_parent() -> None:
     again = pickle.loads(pickle.dumps(error))
 
     assert "cannot read gone.jsonl: No such file or directory" == str(again)
+
+
+def test_an_error_in_a_worker_process_is_raised_in_the_parent(
+    mixed_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked worker's exception reaches the caller as it was raised (the child inherits the
+    patched piece reader), and the report does not hang or leave the child behind."""
+    monkeypatch.setattr(_report, "_PARALLEL_MIN_BYTES", 0)
+
+    def vanished(name: str, *_args: object) -> list[_report.Report]:
+        raise _report.Unreadable(name, FileNotFoundError(2, "No such file or directory"))
+
+    monkeypatch.setattr(_report, "_piece_reports", vanished)
+
+    with pytest.raises(_report.Unreadable, match="No such file or directory"):
+        _report.build_report([str(mixed_log)], "model", None, None, workers=2)
 
 
 def test_unknown_engine_is_a_usage_error(mixed_log: Path) -> None:
@@ -287,3 +306,42 @@ def test_parallel_pieces_count_events_once_for_several_groupings(
     assert {"daily": 2000} == dict(reports[0].refusals)
     assert {"costmeter.budget.exceeded": 2000} == dict(reports[2].other_events)
     assert 2000 == reports[1].total.calls
+
+
+@pytest.mark.parametrize("engine", ["msgspec", "json"])
+def test_estimate_errors_are_bucketed_as_round_to_hundredths(tmp_path: Path, engine: str) -> None:
+    """
+    A group's median estimate error is its error rounded to 0.01 pp as ``round()`` does
+    (half to even on the binary value, so the exact ties 0.125 % and 0.375 % go to 0.12 and
+    0.38), to 1 pp from 100 % up: one call per model, errors worked out by hand.
+    """
+    cases = {  # model: (input tokens, estimated input tokens, median error in %)
+        "tie-down": (800, 801, 0.12),  # 1/800 = 0.125 %
+        "tie-up": (800, 797, 0.38),  # 3/800 = 0.375 %
+        "seventh": (7, 8, 14.29),  # 1/7 = 14.2857... %
+        "two-thirds": (3, 5, 66.67),  # 2/3 = 66.666... %
+        "exact": (4, 5, 25.0),
+        "over": (8, 30, 275.0),  # 22/8 = 275 %
+    }
+    path = tmp_path / "errors.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event": "costmeter.call",
+                    "model": model,
+                    "usage_source": "reported",
+                    "input_tokens": used,
+                    "estimated_input_tokens": estimated,
+                    "cost_usd": 0.5,
+                }
+            )
+            + "\n"
+            for model, (used, estimated, _) in cases.items()
+        )
+    )
+
+    groups = json.loads(_json_report([str(path)], "model", engine=engine, workers=1))["groups"]
+
+    medians = {row["key"]: row["estimate_error_median_pct"] for row in groups}
+    assert {model: median for model, (_, _, median) in cases.items()} == medians

@@ -5,8 +5,8 @@ DuckDB reads a file's lines and parses their JSON in C++ on every core (`--engin
 report must still be exactly the one the Python engine prints. So DuckDB only adds up the lines
 on which the two provably agree, and hands every other line, as its original text, to the Python
 engine (`costmeter._report_decode.events`), which decides what it is. Proving agreement costs:
-on the 2-core machine measured (bench/README.md) this engine uses about as much CPU as msgspec,
-~2.8x DuckDB's own unchecked query, so it is not the default. The classes:
+on the 2-core machine measured (bench/README.md) this engine uses ~2.8x the CPU of DuckDB's own
+unchecked query and ~1.4x that of the msgspec engine, so it is not the default. The classes:
 
 * a line without ``costmeter.`` is blank or "other", as in Python (no JSON parse);
 * a ``costmeter.*`` event other than a call is counted by its name (a refusal by its budget);
@@ -49,6 +49,7 @@ from costmeter._report_decode import Decoder, Fields
 from costmeter._report_duckdb_sql import GRAIN, SUMS, report_sql, rows_sql
 from costmeter._report_input import GZIP_MAGIC, Progress
 from costmeter._report_totals import Prices, Totals
+from costmeter._report_totals import bucket as bucket_of
 
 __all__ = ["Fallback", "available", "file_reports"]
 
@@ -73,7 +74,7 @@ def _name(text: str | None) -> str | None:
 def _bucket(bucket: int | None, tie: float | None) -> float:
     """The key of an error in `Totals.accuracy_hist`, as `Totals.add` computes it."""
     if tie is not None:
-        return round(tie, 2) if tie < 100 else float(round(tie))
+        return bucket_of(tie)
     assert bucket is not None
     return bucket / 100 if bucket >= 0 else float(-bucket - 1)
 
@@ -117,12 +118,11 @@ def _run(con: Any, sql: str, name: str) -> list[tuple[Any, ...]]:
     return result
 
 
-def _odd_lines(con: Any, rows: str) -> Iterator[bytes]:
-    """The odd lines, streamed as their original bytes (constant memory)."""
+def _odd_lines(con: Any, rows: str) -> Iterator[list[bytes]]:
+    """The odd lines, streamed as their original bytes, in lists (constant memory)."""
     cursor = con.execute(f"SELECT line FROM ({rows}) WHERE cls = 'odd'")
     while batch := cursor.fetchmany(8192):
-        for (line,) in batch:
-            yield line.encode("utf-8")
+        yield [line.encode("utf-8") for (line,) in batch]
 
 
 def file_reports(

@@ -20,6 +20,7 @@ from costmeter._report_decode import (
     OTEL_MARK,
     OTEL_TAG_PREFIX,
 )
+from costmeter._report_totals import TIE  # error values this close to a tie: Python rounds
 
 __all__ = ["GRAIN", "INTS", "SUMMED", "SUMS", "report_sql", "rows_sql"]
 
@@ -37,7 +38,6 @@ _NAMES = (
     "budget_key",
     "api",
 )
-_TIE = 1e-6  # error values this close to a rounding tie are rounded in Python
 _MIN_EXPONENT = -18  # the DECIMAL(38,18) the costs are summed in
 
 
@@ -255,11 +255,11 @@ SELECT {grain}, count(*), {sums}, sum(money), min(exponent),
     min({inp}), max({inp}), sum(err)
 FROM (
     SELECT *,
-        CASE WHEN acc AND abs(scaled - floor(scaled) - 0.5) >= {_TIE} THEN
+        CASE WHEN acc AND abs(scaled - floor(scaled) - 0.5) >= {TIE} THEN
             (CASE WHEN scaled - floor(scaled) < 0.5 THEN floor(scaled) ELSE floor(scaled) + 1 END
              * CASE WHEN err < 100 THEN 1 ELSE -1 END
              - CASE WHEN err < 100 THEN 0 ELSE 1 END)::BIGINT END AS bucket,
-        CASE WHEN acc AND abs(scaled - floor(scaled) - 0.5) < {_TIE} THEN err END AS tie
+        CASE WHEN acc AND abs(scaled - floor(scaled) - 0.5) < {TIE} THEN err END AS tie
     FROM (
         SELECT *, CASE WHEN err < 100 THEN err * 100.0::DOUBLE ELSE err END AS scaled
         FROM (

@@ -27,7 +27,6 @@ costmeter's CLI at module level; the clients and the fake server load when the c
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -357,6 +356,8 @@ def _offline_steps(run: _Run, client: openai.OpenAI, server: FakeOpenAI) -> None
     run.show_new_calls()
 
     with costmeter.tags(step="async"):
+        import asyncio  # noqa: PLC0415 - only here: `costmeter report` starts ~20 ms sooner
+
         asyncio.run(_offline_async(server))
     run.show_new_calls()
 
@@ -405,6 +406,8 @@ async def _offline_async(server: FakeOpenAI) -> None:
             ("poetry", "low"),
             ("sci-fi", "medium"),
         )
+        import asyncio  # noqa: PLC0415
+
         await asyncio.gather(
             *(
                 client.responses.create(
