@@ -77,10 +77,11 @@ class Observation:
     def take(self, obj: Any) -> None:
         """A Responses/Chat/Completions/Embeddings object, stream event or JSON dict."""
         self.received = True
-        kind = field_of(obj, "type")
+        values = getattr(obj, "__dict__", None)  # an SDK object's fields: one lookup per event
+        kind = values["type"] if values and "type" in values else field_of(obj, "type")
         if isinstance(kind, str):
             if kind.endswith(".delta"):
-                delta = field_of(obj, "delta")
+                delta = values["delta"] if values and "delta" in values else field_of(obj, "delta")
                 if isinstance(delta, str) and kind != "response.audio.delta":
                     self.deltas.append(delta)
                 return

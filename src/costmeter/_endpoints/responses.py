@@ -49,8 +49,10 @@ class Responses(TextEndpoint):
         return replace(reserve, cost_usd=cost)
 
     def observe(self, seen: Observation, obj: Any) -> None:
+        usage = seen.usage
         seen.take(obj)
-        with_tool_usage(seen)
+        if seen.usage is not usage:  # a response (or a stream's terminal event) was taken
+            with_tool_usage(seen)
 
     def price(self, model: str, usage: Usage, request: Request, service_tier: str | None) -> Cost:
         searches = usage.web_search_calls  # priced here, by tool variant, not at one model rate
