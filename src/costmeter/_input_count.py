@@ -28,7 +28,6 @@ vocabulary: every other term is the same, so the bound is never below the count.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import threading
@@ -100,8 +99,10 @@ class _Memo:
         entries = self._entries
         tokens = entries.get(key)  # hits take no lock: each OrderedDict call is atomic
         if tokens is not None:
-            with contextlib.suppress(KeyError):  # evicted by another thread meanwhile
+            try:  # noqa: SIM105  (contextlib.suppress costs ~0.5 µs per hit)
                 entries.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
             self._hits += 1  # statistics only: approximate under threads
             return tokens
         self._misses += 1
