@@ -16,8 +16,8 @@ Variants:
 
 * ``bare``: ``openai.OpenAI`` (the baseline);
 * ``metered``: ``costmeter.OpenAI`` as shipped (target: <= 1.25x bare);
-* ``metered, budget``: the first call inside ``costmeter.budget(...)``, where the input must be
-  counted before sending (for information);
+* ``metered, budget``: the first call inside an in-memory ``costmeter.budget(...)`` (admitted on
+  the input's UTF-8 bound: no vocabulary to load; for information);
 * ``metered + preload``: ``costmeter._tokenizer.preload()`` called right after the constructor,
   as a client constructor does once it is wired (a no-op when the constructor already does it).
 

@@ -11,8 +11,9 @@ workload is the median over pairs of (metered time / bare time) for two calls ma
 Workloads and targets (issue #16):
 
 * ``responses.create`` with ~100, ~2k and ~100k input tokens (target: <= 1.10x at 2k);
-* the ~2k and ~100k calls inside ``costmeter.budget(...)``, where the input must be counted
-  before sending (reserve and settle): <= 1.20x at 2k, <= 1.6x at 100k;
+* the ~2k and ~100k calls inside a ``costmeter.budget(...)`` entered per call (reserve before
+  sending, settle after; a budget with room to spare admits on the input's UTF-8 bound and
+  tokenizes nothing): <= 1.20x at 2k, <= 1.6x at 100k;
 * a ``responses.create(stream=True)`` stream of 500 text deltas, read to the end (<= 1.02x);
 * a 20-turn Chat conversation, each turn resending the whole history (<= 1.05x per turn).
 
