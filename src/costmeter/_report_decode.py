@@ -291,12 +291,15 @@ def event_batches(
     other_events = stats.other_events
     refusals = stats.refusals
     batch: list[Fields] = []
+    # ``find(line, mark) < 0`` is ``mark not in line``: bytes' ``in`` took ~0.25 µs a line on
+    # Python 3.11, ``bytes.find`` ~0.13 µs (same search, less dispatch), per line of the report
+    find, mark = bytes.find, b"costmeter."
     try:
         for source in sources:
             for chunk in source:
                 lines += len(chunk)
                 for line in chunk:
-                    if b"costmeter." not in line:
+                    if find(line, mark) < 0:
                         if line.strip():
                             other += 1
                         continue
