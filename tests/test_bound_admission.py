@@ -197,3 +197,34 @@ def test_a_shared_ledger_holds_the_exact_worst_case(fake: FakeOpenAI, tmp_path: 
         event["estimated_input_tokens"],
         money(event["estimated_cost_usd"]),
     )
+
+
+def test_near_the_limit_holds_taken_on_bounds_are_counted_first(fake: FakeOpenAI) -> None:
+    """
+    A call in flight holds its bound; a later call decided on its exact worst case (near the
+    limit) first shrinks that hold to the exact worst case, so refusals never depend on bounds.
+    """
+    exact = _exact()
+    assert exact.cost_usd is not None
+    with _client(fake) as client, capture_logs() as logs, costmeter.budget("50"):
+        _create(client)
+    bound = money(calls(logs)[0]["estimated_cost_usd"])  # what a roomy budget holds for it
+    assert bound is not None
+    with _client(fake) as client, capture_logs() as logs:
+        # room for the first call's bound (a tenth of the limit), not for the second's
+        with costmeter.budget(bound * Decimal("10.5")) as budget:
+            fake.delay_next(1.0)
+            context = contextvars.copy_context()
+            slow = threading.Thread(target=context.run, args=(_create, client))
+            slow.start()
+            deadline = time.monotonic() + 10
+            while fake.pending_faults and time.monotonic() < deadline:  # it reached the server
+                time.sleep(0.005)
+            assert bound == budget.reserved_usd
+            _create(client)  # decided on its exact worst case: the slow call's hold counted first
+            in_flight = budget.reserved_usd
+            slow.join()
+    assert exact.cost_usd == in_flight
+    slow_event, fast_event = sorted(calls(logs), key=lambda e: e["duration_ms"], reverse=True)
+    assert exact.input_tokens == slow_event["estimated_input_tokens"]
+    assert exact.input_tokens == fast_event["estimated_input_tokens"]

@@ -20,6 +20,7 @@ import concurrent.futures.thread  # noqa: F401  (see below)
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -87,6 +88,10 @@ _NOT_SENT = frozenset(
 # handler (the tokenizer's first use) still works.
 
 _OUTCOME_OF_STATUS = {"incomplete": "incomplete", "failed": "failed", "cancelled": "cancelled"}
+# Calls in flight whose holds are bounds of their worst case (`Call._admit_on_bound`), until they
+# finish or are counted. A WeakSet: a call abandoned without finishing is dropped with it.
+_held_on_bounds: weakref.WeakSet[Call] = weakref.WeakSet()
+_bounds_lock = threading.Lock()
 _strict = False
 #: The call whose request is being sent in this context (set by the flow around the SDK's
 #: ``request()``; read by the per-attempt hooks and by the stream classes the SDK builds).
@@ -173,6 +178,7 @@ class Call:
         self.estimate: Reserve | None = None
         self._deferred = False  # the estimate was skipped: nothing needed it before sending
         self.bound: Reserve | None = None  # the bound of the worst case a budget admitted on
+        self._estimate_lock = threading.Lock()  # another call may tighten this one's hold
         self.seen = Observation(response_id=request.lookup_id, keep_text=config.log_content)
         self.seen.background = bool(request.body.get("background"))
         self.attempts = 0  # attempts the SDK made (0: it raised before sending anything)
@@ -192,17 +198,22 @@ class Call:
         The estimate, computed now if it was deferred (a lost response, missing usage, a cost
         that cannot be computed); a hold taken on a bound then shrinks to the exact worst case.
         """
-        if self._deferred:
-            self._deferred = False
-            try:
-                self.estimate = self._exact_estimate()
-            except Exception as exc:
-                if _strict:
-                    raise
-                report_internal_error(exc, "estimate", self.api, self.model)
-            worst = None if self.estimate is None else self.estimate.cost_usd
-            if self.bound is not None and self.reservations and worst is not None:
-                self.reservations[0].shrink(worst)
+        with self._estimate_lock:
+            if self._deferred:
+                self._deferred = False
+                try:
+                    self.estimate = self._exact_estimate()
+                except Exception as exc:
+                    if _strict:
+                        raise
+                    report_internal_error(exc, "estimate", self.api, self.model)
+                worst = None if self.estimate is None else self.estimate.cost_usd
+                reservations = self.reservations
+                if self.bound is not None and reservations and worst is not None:
+                    reservations[0].shrink(worst)
+        if self.bound is not None:
+            with _bounds_lock:
+                _held_on_bounds.discard(self)
         return self.estimate
 
     def _exact_estimate(self) -> Reserve:
@@ -263,6 +274,8 @@ class Call:
             return
         if not self.budgets:
             return
+        if _held_on_bounds:
+            self._tighten_bounds()
         amount = estimate.cost_usd
         if amount is None:
             if not all(b.allow_unpriced for b in self.budgets):
@@ -306,7 +319,22 @@ class Call:
             return False
         self.reservations.append(reservation)
         self.bound, self._deferred = replace(bound, cost_usd=amount), True
+        with _bounds_lock:
+            _held_on_bounds.add(self)
         return True
+
+    def _tighten_bounds(self) -> None:
+        """
+        This call is decided on its exact worst case (near a limit): first shrink the holds
+        that calls in flight in the same budgets took on their bounds to their exact worst
+        cases (counting them now), so that a refusal is decided on exact holds only.
+        """
+        mine = {b._identity() for b in self.budgets}
+        with _bounds_lock:
+            others = list(_held_on_bounds)
+        for other in others:
+            if other is not self and any(b._identity() in mine for b in other.budgets):
+                other._ensure_estimate()
 
     def _reserve(self, amount: Decimal) -> None:
         try:
@@ -406,6 +434,9 @@ class Call:
             if self.finished:
                 return
             self.finished = True
+        if self.bound is not None:
+            with _bounds_lock:
+                _held_on_bounds.discard(self)
         with self._guard("finish"):
             if error is not None and not self.attempts and not self.seen.received:
                 self.release()  # the SDK raised before sending anything: nothing to record
