@@ -8,7 +8,8 @@ written anywhere, and no environment variable is read or changed.
 
 Loading o200k_base costs ~0.25 s (decompress and hash ~35 ms, ranks ~80 ms, tiktoken's encoder
 ~140 ms). `preload` starts it on a daemon thread, for callers that know a count before sending is
-coming (an active budget); the first count then waits only for what is left of the load.
+coming (a SQLite/Redis budget, ``always_estimate``); the first count then waits only for what is
+left of the load.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def preload(encoding_name: str = "o200k_base") -> None:
     """
     Start loading *encoding_name* on a daemon thread, so the first count does not pay for it.
 
-    Call it where a count before sending is certain to follow (a client created with
-    ``budget=``, a ``costmeter.budget`` entered): that count needs the vocabulary anyway. Not
+    Call it where a count before sending is certain to follow (a client with
+    ``always_estimate=True``, a SQLite/Redis budget entered; an in-memory budget admits on a
+    bound and rarely counts): that count needs the vocabulary anyway. Not
     where the first call needs no count: the load then competes with the SDK's own first-call
     work for the CPU and the GIL (measured: a first call without a count took 240 ms without a
     preload and 540 ms with one started by the constructor, against 204 ms bare). Idempotent
