@@ -88,8 +88,9 @@ _NOT_SENT = frozenset(
 # handler (the tokenizer's first use) still works.
 
 _OUTCOME_OF_STATUS = {"incomplete": "incomplete", "failed": "failed", "cancelled": "cancelled"}
-# Calls in flight whose holds are bounds of their worst case (`Call._admit_on_bound`), until they
-# finish or are counted. A WeakSet: a call abandoned without finishing is dropped with it.
+# Calls in flight admitted on a bound of their worst case (`Call._admit_on_bound`), until they
+# finish (one already counted costs a lock to skip). A WeakSet: a call abandoned without
+# finishing is dropped with it.
 _held_on_bounds: weakref.WeakSet[Call] = weakref.WeakSet()
 _bounds_lock = threading.Lock()
 _strict = False
@@ -211,9 +212,6 @@ class Call:
                 reservations = self.reservations
                 if self.bound is not None and reservations and worst is not None:
                     reservations[0].shrink(worst)
-        if self.bound is not None:
-            with _bounds_lock:
-                _held_on_bounds.discard(self)
         return self.estimate
 
     def _exact_estimate(self) -> Reserve:
