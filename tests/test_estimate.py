@@ -836,3 +836,22 @@ class TestPricesFile:
             costmeter.price_of("gpt-4o")
 
         assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("model", ["gpt-5-mini", "gpt-4"])  # o200k_base, cl100k_base
+def test_roles_counted_without_the_tokenizer_are_one_token_each(model: str) -> None:
+    encoding = encoding_for(model)
+    assert {
+        role: len(encoding.encode_ordinary(role)) for role in input_count_module.ONE_TOKEN_ROLES
+    } == dict.fromkeys(input_count_module.ONE_TOKEN_ROLES, 1)
+
+
+def test_a_role_outside_the_one_token_set_is_tokenized() -> None:
+    def tokens(role: str) -> int:
+        body = {"messages": [{"role": role, "content": "hi"}]}
+        return count_request_input("chat.completions", body, "gpt-5-mini")[0]
+
+    role = "moderator-of-everything"
+    extra = len(encoding_for("gpt-5-mini").encode_ordinary(role)) - 1
+    assert extra > 0
+    assert tokens(role) - tokens("user") == extra

@@ -17,6 +17,7 @@ registers its own ``estimator(body, model) -> Estimate`` without touching `estim
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,7 +25,7 @@ from typing import Any
 
 from costmeter._errors import ConfigurationError, UnknownModelError
 from costmeter._input_count import count_request_input, short_name
-from costmeter._pricing import ModelPrice, UnpricedTokensError, price_of
+from costmeter._pricing import PRICES_FILE_ENV, ModelPrice, UnpricedTokensError, price_with
 from costmeter._worst_case import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     is_count,
@@ -170,11 +171,12 @@ def _validate(api: str, body: Mapping[str, Any]) -> None:
 def _price_for(model: str) -> Callable[[str | None], ModelPrice | None]:
     """`price_of` per tier for one estimate, ``None`` where unpriced, each tier looked up once."""
     found: dict[str | None, ModelPrice | None] = {}
+    prices_file = os.environ.get(PRICES_FILE_ENV) or None
 
     def price_for(tier: str | None) -> ModelPrice | None:
         if tier not in found:
             try:
-                found[tier] = price_of(model, service_tier=tier)
+                found[tier] = price_with(model, tier, prices_file)
             except UnknownModelError:
                 found[tier] = None
         return found[tier]
@@ -191,7 +193,7 @@ def token_estimator(api: str) -> EndpointEstimator:
         max_output, from_request = output_bound(api, body, model)
         price_for = _price_for(model)
         try:
-            cost = reserve_usd(api, body, model, input_tokens, price_for)
+            cost = reserve_usd(api, body, model, input_tokens, price_for, output=max_output)
         except UnpricedTokensError:  # audio asked for, no audio rate: the bill has no bound
             cost, reasons = None, (*reasons, "audio_unpriced")
         standard = price_for(None)

@@ -67,6 +67,9 @@ _TS_TYPES = {"string": "string", "number": "number", "integer": "number", "boole
 
 
 _ENCODINGS: dict[str, Any] = {}
+# One token each in every encoding costmeter ships (o200k_base, cl100k_base): counted without
+# a memo lookup, as every message names one.
+ONE_TOKEN_ROLES = frozenset({"user", "assistant", "system", "developer", "tool", "function"})
 
 
 class _MemoInfo(NamedTuple):
@@ -90,6 +93,7 @@ class _Memo:
     def __init__(self, maxsize: int, max_chars: int) -> None:
         self.maxsize = maxsize
         self.max_chars = max_chars
+        self._keep_chars = max_chars // 2
         self._entries: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._chars = self._hits = self._misses = 0
         self._lock = threading.Lock()
@@ -107,14 +111,16 @@ class _Memo:
             return tokens
         self._misses += 1
         tokens = len(_ENCODINGS[encoding].encode_ordinary(text))
-        if len(text) <= self.max_chars // 2:
+        size = len(text)
+        if size <= self._keep_chars:
             with self._lock:  # insert and evict together, so the character total stays exact
                 if key not in entries:
                     entries[key] = tokens
-                    self._chars += len(text)
-                    while len(entries) > self.maxsize or self._chars > self.max_chars:
+                    chars, limit, maxsize = self._chars + size, self.max_chars, self.maxsize
+                    while chars > limit or len(entries) > maxsize:
                         (_, old), _tokens = entries.popitem(last=False)
-                        self._chars -= len(old)
+                        chars -= len(old)
+                    self._chars = chars
         return tokens
 
     def cache_clear(self) -> None:
@@ -192,7 +198,9 @@ class _Counter:
             self.reasons.append(reason)
 
     def message(self, role: object, content: object, name: object = None) -> None:
-        self.tokens += 3 + self.text(role) + self.content(content)
+        role_tokens = 1 if type(role) is str and role in ONE_TOKEN_ROLES else self.text(role)
+        content_tokens = self.text(content) if type(content) is str else self.content(content)
+        self.tokens += 3 + role_tokens + content_tokens
         if isinstance(name, str):
             self.tokens += 1 + self.text(name)
         self.assistants += role == "assistant"
@@ -432,13 +440,19 @@ def _items(counter: _Counter, items: list[Any]) -> None:
 
 def _chat(counter: _Counter, body: Mapping[str, Any]) -> None:
     for message in body.get("messages") or ():
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):  # dict: no ABC check
             continue
-        counter.message(message.get("role"), message.get("content"), message.get("name"))
-        if message.get("role") == "tool":
+        role = message.get("role")
+        counter.message(role, message.get("content"), message.get("name"))
+        if role == "tool":
             name = counter.text(counter.calls.get(message.get("tool_call_id")))
             counter.tokens += _CHAT_TOOL_REPLY + name if name else 0
-        calls = [c for c in message.get("tool_calls") or () if isinstance(c, Mapping)]
+        if message.get("audio"):
+            counter.miss("audio")
+        tool_calls = message.get("tool_calls")
+        if not tool_calls:
+            continue
+        calls = [c for c in tool_calls if isinstance(c, Mapping)]
         parallel = len(calls) > 1
         counter.tokens += _CHAT_PARALLEL if parallel else 0
         for call in calls:
@@ -447,8 +461,6 @@ def _chat(counter: _Counter, body: Mapping[str, Any]) -> None:
                 counter.calls[call.get("id")] = fn.get("name")
                 counter.tokens += _CHAT_PARALLEL_CALL if parallel else _CHAT_CALL
                 counter.tokens += counter.text(fn.get("name")) + counter.text(fn.get("arguments"))
-        if message.get("audio"):
-            counter.miss("audio")
     counter.function_tools(body.get("tools"))
     counter.tool_choice(body.get("tool_choice"), chat=True)
     if body.get("web_search_options") is not None:

@@ -185,7 +185,9 @@ class Call:
         self.attempts = 0  # attempts the SDK made (0: it raised before sending anything)
         self.lost: list[str] = []  # attempts that reached the API and lost their response
         self.hide_usage_chunk = False
-        self._in_sdk = False
+        # Set by the stream loop while the SDK's stream generator runs: a body it closes or
+        # breaks is not how the stream ended (`stream_ended` says how).
+        self.in_sdk = False
         self._finish_lock = threading.Lock()
         self.finished = False
 
@@ -396,20 +398,9 @@ class Call:
                 raise
             report_internal_error(exc, "observe", self.api, self.model)
 
-    def stream_next(self) -> None:
-        """The SDK's stream generator is being advanced (its own body close is not an exit)."""
-        self._in_sdk = True
-
-    def stream_item(self, item: Any) -> bool:
-        """A typed stream event left the SDK: observe it; ``False`` hides it from the caller
-        (only the usage-only Chat chunk costmeter itself asked for, ``include_stream_usage``)."""
-        self._in_sdk = False
-        self.observe(item)
-        return not (self.hide_usage_chunk and _usage_only(item))
-
     def stream_ended(self, error: BaseException | None = None) -> None:
         """The SDK's stream generator ended (or raised *error*): this is how iteration ended."""
-        self._in_sdk = False
+        self.in_sdk = False
         if error is None and not self.seen.terminal and self.seen.usage is None:
             error = _IncompleteStreamError()  # the server closed the stream before its end
         self.finish(error)
@@ -417,12 +408,12 @@ class Call:
     def body_failed(self, exc: BaseException) -> None:
         """The HTTP body broke. Inside the SDK's stream the SDK wraps it and `stream_ended`
         finishes with what the caller sees; a raw reader finishes here."""
-        if not self._in_sdk:
+        if not self.in_sdk:
             self.finish(exc)
 
     def body_closed(self) -> None:
         """The HTTP body was closed (read to its end, or abandoned)."""
-        if not self._in_sdk:
+        if not self.in_sdk:
             self.finish(abandoned=True)
 
     # -- finishing ---------------------------------------------------------------------------
@@ -687,11 +678,6 @@ _CANCELLATIONS: tuple[type[BaseException], ...] = (
     asyncio.CancelledError,
     KeyboardInterrupt,
 )
-
-
-def _usage_only(item: Any) -> bool:
-    """The extra Chat chunk ``include_usage`` adds: no choices, only usage."""
-    return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
 
 
 def _exceeded_fields(error: BudgetExceededError, *, refused: bool) -> dict[str, Any]:

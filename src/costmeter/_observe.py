@@ -85,8 +85,9 @@ class Observation:
                 if isinstance(delta, str) and kind != "response.audio.delta":
                     self.deltas.append(delta)
                 return
-            if kind in _TERMINAL_EVENTS or kind in _STARTED_EVENTS:
-                self._take_response(field_of(obj, "response"))
+            if kind.startswith("response."):  # the others bill nothing: only these carry one
+                if kind in _TERMINAL_EVENTS or kind in _STARTED_EVENTS:
+                    self._take_response(field_of(obj, "response"))
                 return
             if kind == "error":
                 self.status = self.status or "failed"

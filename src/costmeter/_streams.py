@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import sys
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -31,7 +32,7 @@ _HTTP_LIBRARIES = ("httpx2", "httpx")
 def _library_of(obj: Any) -> Any:
     """The HTTP library module (``httpx2`` or ``httpx``) that defined *obj*'s class."""
     root = type(obj).__module__.partition(".")[0]
-    return importlib.import_module(root) if root in _HTTP_LIBRARIES else None
+    return sys.modules.get(root) if root in _HTTP_LIBRARIES else None  # defined it: imported
 
 
 def is_response(obj: Any) -> bool:
@@ -72,8 +73,9 @@ def metered_stream_cls(base: Any) -> Any:
                     async for item in inner:
                         yield item
                     return
+                observe, hide = call.observe, call.hide_usage_chunk
                 while True:
-                    call.stream_next()
+                    call.in_sdk = True
                     try:
                         item = await inner.__anext__()
                     except StopAsyncIteration:
@@ -82,8 +84,11 @@ def metered_stream_cls(base: Any) -> Any:
                     except BaseException as exc:
                         call.stream_ended(exc)
                         raise
-                    if call.stream_item(item):
-                        yield item
+                    call.in_sdk = False
+                    observe(item)
+                    if hide and _usage_only(item):
+                        continue
+                    yield item
 
         return _AsyncMetered
 
@@ -99,9 +104,9 @@ def metered_stream_cls(base: Any) -> Any:
                 yield from inner
                 return
             # Once per event: the bound methods are looked up once per stream.
-            stream_next, stream_item, advance = call.stream_next, call.stream_item, inner.__next__
+            observe, advance, hide = call.observe, inner.__next__, call.hide_usage_chunk
             while True:
-                stream_next()
+                call.in_sdk = True
                 try:
                     item = advance()
                 except StopIteration:
@@ -110,10 +115,19 @@ def metered_stream_cls(base: Any) -> Any:
                 except BaseException as exc:
                     call.stream_ended(exc)
                     raise
-                if stream_item(item):
-                    yield item
+                call.in_sdk = False
+                observe(item)
+                if hide and _usage_only(item):
+                    continue
+                yield item
 
     return _Metered
+
+
+def _usage_only(item: Any) -> bool:
+    """The extra Chat chunk costmeter asked for (``include_stream_usage``): only usage, no
+    choices; observed, and hidden from a caller who did not ask for it."""
+    return getattr(item, "usage", None) is not None and not getattr(item, "choices", True)
 
 
 class _Reader:
@@ -197,11 +211,12 @@ def _tap_classes(library: Any) -> tuple[type, type]:
             self.reader = reader
 
         def __iter__(self) -> Iterator[bytes]:
-            reader = self.reader
+            if self.reader is None:  # an SDK stream: its typed events are observed, not bytes,
+                return iter(self.inner)  # and its body is only read inside the SDK (`in_sdk`)
+            return self._read(self.reader)
+
+        def _read(self, reader: _Reader) -> Iterator[bytes]:
             try:
-                if reader is None:  # an SDK stream: its typed events are observed, not bytes
-                    yield from self.inner
-                    return
                 for chunk in self.inner:
                     reader.feed(chunk)
                     yield chunk
@@ -223,12 +238,15 @@ def _tap_classes(library: Any) -> tuple[type, type]:
             self.call = call
             self.reader = reader
 
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            reader = self.reader
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            if self.reader is None:  # as for `SyncTap.__iter__`
+                return self.inner.__aiter__()  # type: ignore[no-any-return]
+            return self._read(self.reader)
+
+        async def _read(self, reader: _Reader) -> AsyncIterator[bytes]:
             try:
                 async for chunk in self.inner:
-                    if reader is not None:
-                        reader.feed(chunk)
+                    reader.feed(chunk)
                     yield chunk
             except GeneratorExit:
                 raise

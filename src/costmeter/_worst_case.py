@@ -148,7 +148,9 @@ def _audio_input(body: Mapping[str, Any]) -> bool:
     for turn in turns if isinstance(turns, list) else ():
         if not isinstance(turn, dict) and not isinstance(turn, Mapping):
             continue
-        content = turn.get("content", turn.get("output"))
+        content = turn.get("content")
+        if content is None:
+            content = turn.get("output")
         if type(content) is str and not turn.get("audio"):  # the common case, kept cheap
             continue
         if turn.get("audio") or any(
@@ -167,6 +169,7 @@ def reserve_usd(
     price_for: Callable[[str | None], ModelPrice | None],
     *,
     exact_input: bool = False,
+    output: int | None = None,
 ) -> Decimal | None:
     """
     The dearest cost a request can be billed at: what a budget reserves before sending it.
@@ -179,8 +182,8 @@ def reserve_usd(
       counted them), every token at the dearest input rate: plain, cache write (dearer on
       gpt-5.6), and audio when the input carries audio; at the long-context rates when the
       margin reaches the model's threshold (the cliff reprices the whole request);
-    * output: `output_bound` (per-choice limit x ``n``/``best_of``/prompts, plus predictions)
-      at the output rate, or the audio output rate when the request can answer in audio
+    * output: `output_bound` (per-choice limit x ``n``/``best_of``/prompts, plus predictions;
+      *output* when the caller computed it already) at the output rate, or the audio output rate when the request can answer in audio
       (``modalities`` with ``"audio"``, an ``audio`` parameter, or an audio-native model).
 
     An explicit tier no price source knows reserves as an absent one (standard or priority).
@@ -197,7 +200,8 @@ def reserve_usd(
     if not prices:
         return None
     padded = input_tokens + (0 if exact_input else input_margin(input_tokens))
-    output, _ = output_bound(api, body, model)
+    if output is None:
+        output, _ = output_bound(api, body, model)
     audio_in = _audio_input(body)
     audio_out_asked = _audio_output_requested(body)
     audio_out = audio_out_asked or _audio_model(model)
