@@ -21,7 +21,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -391,12 +391,21 @@ class Call:
     # -- while receiving ---------------------------------------------------------------------
     def observe(self, obj: Any) -> None:
         """Take what matters for billing from a response object, stream event or JSON dict."""
-        try:  # once per stream event: no guard object
+        try:  # no guard object: see `stream_observer`
             self.endpoint.observe(self.seen, obj)
         except Exception as exc:
-            if _strict:
-                raise
-            report_internal_error(exc, "observe", self.api, self.model)
+            self.observe_failed(exc)
+
+    def observe_failed(self, exc: Exception) -> None:
+        """Observing raised: reported (raised in strict mode); the caller's call goes on."""
+        if _strict:
+            raise exc
+        report_internal_error(exc, "observe", self.api, self.model)
+
+    def stream_observer(self) -> Callable[[Any], None]:
+        """What a typed stream calls with each event (`Endpoint.stream_observer`); the stream
+        loop guards it with `observe_failed`."""
+        return self.endpoint.stream_observer(self.seen, self.observe)
 
     def stream_ended(self, error: BaseException | None = None) -> None:
         """The SDK's stream generator ended (or raised *error*): this is how iteration ended."""

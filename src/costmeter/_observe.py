@@ -9,11 +9,18 @@ endpoints with other shapes (images, audio, batches) call `take_usage` and the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from costmeter._usage import Usage, UsageError, field_of, usage_from
 
-__all__ = ["TERMINAL_STATUSES", "Observation", "field_of"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "TEXT_DELTA_EVENTS",
+    "Observation",
+    "field_of",
+    "text_delta_observer",
+]
 
 TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled", "expired"})
 _TERMINAL_EVENTS = frozenset(
@@ -21,6 +28,21 @@ _TERMINAL_EVENTS = frozenset(
 )
 _STARTED_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
 _RESPONSE_OBJECTS = frozenset({"response", "response.compaction"})
+# The Responses stream events that carry text in ``delta``: the bulk of a stream's events, which
+# `text_delta_observer` takes without dispatching (`Observation.take` does the same with them).
+TEXT_DELTA_EVENTS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
+        "response.mcp_call_arguments.delta",
+        "response.code_interpreter_call_code.delta",
+        "response.audio.transcript.delta",
+    }
+)
 
 
 class Observation:
@@ -195,3 +217,25 @@ class Observation:
             if isinstance(text, str):
                 parts.append(text)
         return "".join(parts) or None
+
+
+def text_delta_observer(seen: Observation, observe: Callable[[Any], None]) -> Callable[[Any], None]:
+    """
+    What a typed stream's loop calls per event: a text delta event (`TEXT_DELTA_EVENTS`) is
+    taken here, in one call (half the time of going through *observe*: a stream's overhead is
+    mostly this per-event work); any other event goes to *observe*.
+    """
+    append = seen.deltas.append
+
+    def on_event(obj: Any) -> None:
+        values = getattr(obj, "__dict__", None)
+        if values is not None:
+            kind = values.get("type")
+            if isinstance(kind, str) and kind in TEXT_DELTA_EVENTS:
+                delta = values.get("delta")
+                if isinstance(delta, str):
+                    append(delta)
+                    return
+        observe(obj)
+
+    return on_event

@@ -73,7 +73,7 @@ def metered_stream_cls(base: Any) -> Any:
                     async for item in inner:
                         yield item
                     return
-                observe, hide = call.observe, call.hide_usage_chunk
+                on_event, hide = call.stream_observer(), call.hide_usage_chunk
                 while True:
                     call.in_sdk = True
                     try:
@@ -85,7 +85,10 @@ def metered_stream_cls(base: Any) -> Any:
                         call.stream_ended(exc)
                         raise
                     call.in_sdk = False
-                    observe(item)
+                    try:
+                        on_event(item)
+                    except Exception as exc:
+                        call.observe_failed(exc)
                     if hide and _usage_only(item):
                         continue
                     yield item
@@ -104,7 +107,7 @@ def metered_stream_cls(base: Any) -> Any:
                 yield from inner
                 return
             # Once per event: the bound methods are looked up once per stream.
-            observe, advance, hide = call.observe, inner.__next__, call.hide_usage_chunk
+            on_event, advance, hide = call.stream_observer(), inner.__next__, call.hide_usage_chunk
             while True:
                 call.in_sdk = True
                 try:
@@ -116,7 +119,10 @@ def metered_stream_cls(base: Any) -> Any:
                     call.stream_ended(exc)
                     raise
                 call.in_sdk = False
-                observe(item)
+                try:
+                    on_event(item)
+                except Exception as exc:
+                    call.observe_failed(exc)
                 if hide and _usage_only(item):
                     continue
                 yield item

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -163,6 +163,16 @@ class Endpoint:
     def observe(self, seen: Observation, obj: Any) -> None:
         """Record what matters for billing from one received object (response, event, dict)."""
         seen.take(obj)
+
+    def stream_observer(
+        self, seen: Observation, observe: Callable[[Any], None]
+    ) -> Callable[[Any], None]:
+        """
+        The function a typed stream calls with each event: *observe* (`observe` behind the
+        core's error guard) by default; an endpoint may take its bulk events on a faster path
+        that records the same.
+        """
+        return observe
 
     def finished(self, request: Request, seen: Observation) -> None:
         """An unbilled request (`billed` ``False``) succeeded (default: nothing to do)."""

@@ -9,8 +9,12 @@ publishes none for that tier.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import CostmeterError, PricingError, UnknownModelError
+from costmeter._observe import Observation, text_delta_observer
 from costmeter._pricing import ModelPrice, PricesFileError, normalize_tier, price_of
 
 __all__ = ["TextEndpoint", "requested_price"]
@@ -43,6 +47,11 @@ class TextEndpoint(Endpoint):
 
     def estimate(self, request: Request) -> Reserve:
         return self.worst_case(request, bound=False)
+
+    def stream_observer(
+        self, seen: Observation, observe: Callable[[Any], None]
+    ) -> Callable[[Any], None]:
+        return text_delta_observer(seen, observe)  # Responses deltas: what `take` does, faster
 
     def bound(self, request: Request) -> Reserve | None:
         """Each text counted by its UTF-8 length: no vocabulary to load, nothing to tokenize."""
