@@ -311,14 +311,14 @@ class Call:
             return False
         if bound is None:
             return False
-        amount = uplifted(bound, self.config.region).cost_usd
-        if amount is None:
+        bound = uplifted(bound, self.config.region)
+        if bound.cost_usd is None:
             return False
-        reservation = Reservation.probe(self.budgets, amount, self.model, sent=True)
+        reservation = Reservation.probe(self.budgets, bound.cost_usd, self.model, sent=True)
         if reservation is None:
             return False
         self.reservations.append(reservation)
-        self.bound, self._deferred = replace(bound, cost_usd=amount), True
+        self.bound, self._deferred = bound, True
         with _bounds_lock:
             _held_on_bounds.add(self)
         return True
@@ -391,7 +391,7 @@ class Call:
     # -- while receiving ---------------------------------------------------------------------
     def observe(self, obj: Any) -> None:
         """Take what matters for billing from a response object, stream event or JSON dict."""
-        try:  # no guard object: see `stream_observer`
+        try:  # no guard object: this runs once per event of a stream
             self.endpoint.observe(self.seen, obj)
         except Exception as exc:
             self.observe_failed(exc)

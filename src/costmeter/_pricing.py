@@ -62,6 +62,7 @@ __all__ = [
     "cost_of",
     "normalize_tier",
     "price_of",
+    "price_with",
     "register_prices",
 ]
 

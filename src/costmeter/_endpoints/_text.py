@@ -14,8 +14,10 @@ from typing import Any
 
 from costmeter._endpoints import Endpoint, Request, Reserve
 from costmeter._errors import CostmeterError, PricingError, UnknownModelError
+from costmeter._input_count import count_request_input
 from costmeter._observe import Observation, text_delta_observer
 from costmeter._pricing import ModelPrice, PricesFileError, normalize_tier, price_of
+from costmeter._worst_case import reserve_usd
 
 __all__ = ["TextEndpoint", "requested_price"]
 
@@ -64,9 +66,6 @@ class TextEndpoint(Endpoint):
         `estimate` (*bound* ``False``) and `bound` in one: subclasses extend this, so that the
         bound can never leave out what the estimate adds.
         """
-        from costmeter._input_count import count_request_input  # noqa: PLC0415  (lazy tokenizer)
-        from costmeter._worst_case import reserve_usd  # noqa: PLC0415
-
         model = request.model or ""
         reasons: tuple[str, ...] = ()
         if request.exact_input_tokens is not None:  # the server's count: no local tokenizing
