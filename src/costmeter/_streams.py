@@ -106,7 +106,7 @@ def metered_stream_cls(base: Any) -> Any:
             if call is None:
                 yield from inner
                 return
-            # Once per event: the bound methods are looked up once per stream.
+            # Per event: one flag set twice and one call; the callables are looked up per stream.
             on_event, advance, hide = call.stream_observer(), inner.__next__, call.hide_usage_chunk
             while True:
                 call.in_sdk = True
