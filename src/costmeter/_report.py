@@ -97,7 +97,7 @@ def _pieces(name: str, parts: int) -> list[tuple[int, int]]:
                 fh.readline()
                 cuts.append(fh.tell())
     except OSError:
-        return [(0, -1)]  # _read_lines reports it
+        return [(0, -1)]  # read_chunks reports it
     cuts.append(size)
     pieces = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
     return pieces if len(pieces) > 1 else [(0, -1)]

@@ -72,7 +72,7 @@ def _name(text: str | None) -> str | None:
 
 
 def _bucket(bucket: int | None, tie: float | None) -> float:
-    """The key of an error in `Totals.accuracy_hist`, as `Totals.add` computes it."""
+    """The key of an error in `Totals.accuracy_hist`, as `Totals.add_rows` computes it."""
     if tie is not None:
         return bucket_of(tie)
     assert bucket is not None
@@ -255,7 +255,7 @@ def _add_savings(
     totals: Totals, prices: Prices, name: str | None, tier: str | None, stats: dict[str, Any]
 ) -> None:
     """
-    Cached tokens priced as *name* in *tier*, at its cache discount (as `Totals.add`, which
+    Cached tokens priced as *name* in *tier*, at its cache discount (as `Totals.add_rows`, which
     prices ``priced_as or response_model or model``: the SQL picked that *name*).
     """
     row = Fields()

@@ -25,7 +25,6 @@ __all__ = [
     "UsageError",
     "event_time",
     "read_chunks",
-    "read_lines",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -155,14 +154,11 @@ def _read_piece(name: str, start: int, end: int, show_progress: bool) -> Iterato
         raise Unreadable(name, exc) from None
 
 
-def read_lines(name: str) -> Iterator[bytes]:
-    """Lines of a file, ``-`` (stdin) or gzip (detected by content), read in constant memory."""
-    for chunk in read_chunks(name):
-        yield from chunk
-
-
 def read_chunks(name: str) -> Iterator[list[bytes]]:
-    """`read_lines`, in lists of lines of about 1 MB (what the report reads)."""
+    """
+    The lines of a file, ``-`` (stdin) or gzip (detected by content), in lists of about 1 MB of
+    lines: read in constant memory.
+    """
     if name == "-":
         stdin: Any = sys.stdin
         raw: IO[bytes] = getattr(stdin, "buffer", None) or io.BytesIO(stdin.read().encode())

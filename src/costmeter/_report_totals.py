@@ -43,15 +43,11 @@ class Totals:
     # |error| in percent, bucketed to 0.01 pp below 100 % (1 pp above): bounded memory.
     accuracy_hist: Counter[float] = field(default_factory=Counter)
 
-    def add(self, row: Fields, prices: Prices) -> None:
-        """Count one call (inside `money_math`)."""
-        self.add_rows((row,), prices)
-
     def add_rows(self, rows: Iterable[Fields], prices: Prices) -> None:
         """
-        `add` for many calls in a row (inside `money_math`): the same sums in the same order
-        (the float error sum included), kept in local variables and written back once, which
-        halves the cost per call of the report's hot loop.
+        Count *rows*' calls (inside `money_math`): the report's hot loop, so the sums are kept
+        in local variables and written back once (half the cost per call of updating the
+        attributes call by call).
         """
         calls = self.calls
         inputs, cached_sum = self.input_tokens, self.cached_input_tokens
