@@ -183,8 +183,9 @@ def reserve_usd(
       gpt-5.6), and audio when the input carries audio; at the long-context rates when the
       margin reaches the model's threshold (the cliff reprices the whole request);
     * output: `output_bound` (per-choice limit x ``n``/``best_of``/prompts, plus predictions;
-      *output* when the caller computed it already) at the output rate, or the audio output rate when the request can answer in audio
-      (``modalities`` with ``"audio"``, an ``audio`` parameter, or an audio-native model).
+      *output* when the caller computed it already) at the output rate, or the audio output
+      rate when the request can answer in audio (``modalities`` with ``"audio"``, an ``audio``
+      parameter, or an audio-native model).
 
     An explicit tier no price source knows reserves as an absent one (standard or priority).
     Returns ``None`` when no tier of the model is priced at all.
